@@ -1,0 +1,107 @@
+// History: the signed-in user's predictions from GET /data, newest first, page by page.
+import { api } from "./api.js";
+import { $, el, formatDate, labelBadge, percent, showAlert } from "./dom.js";
+
+function historyTable(rows) {
+  if (rows.length === 0) {
+    return el("p", { className: "empty" }, "No predictions yet. Classify some text and it will appear here.");
+  }
+  return el(
+    "div",
+    { className: "table-wrap" },
+    el(
+      "table",
+      { className: "table", id: "history-rows" },
+      el("caption", { className: "visually-hidden" }, "Your predictions, newest first"),
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          el("th", { scope: "col" }, "When"),
+          el("th", { scope: "col" }, "Text"),
+          el("th", { scope: "col" }, "Label"),
+          el("th", { scope: "col", className: "num" }, "Confidence"),
+          el("th", { scope: "col" }, "Model"),
+        ),
+      ),
+      el(
+        "tbody",
+        {},
+        rows.map((row) =>
+          el(
+            "tr",
+            {},
+            el("td", { className: "nowrap muted" }, formatDate(row.created_at)),
+            el("td", { className: "cell-text" }, row.text),
+            el("td", {}, labelBadge(row.label)),
+            el("td", { className: "num" }, percent(row.score)),
+            el("td", { className: "muted mono" }, row.model_version),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+export function setupHistory() {
+  const container = $("#history-table");
+  const error = $("#history-error");
+  const sizeSelect = $("#history-size");
+  const prev = $("#history-prev");
+  const next = $("#history-next");
+  const range = $("#history-range");
+  let offset = 0;
+  let loading = false;
+
+  async function load() {
+    if (loading) return;
+    loading = true;
+    const limit = Number(sizeSelect.value);
+    container.setAttribute("aria-busy", "true");
+    showAlert(error, "");
+    try {
+      // One row more than the page shows tells whether an older page exists.
+      const rows = await api.history(limit + 1, offset);
+      const page = rows.slice(0, limit);
+      container.replaceChildren(historyTable(page));
+      prev.disabled = offset === 0;
+      next.disabled = rows.length <= limit;
+      range.textContent = page.length ? `Showing ${offset + 1}–${offset + page.length}` : "";
+    } catch (err) {
+      if (!err.authFailed) showAlert(error, err.message);
+    } finally {
+      loading = false;
+      container.removeAttribute("aria-busy");
+    }
+  }
+
+  prev.addEventListener("click", () => {
+    offset = Math.max(0, offset - Number(sizeSelect.value));
+    load();
+  });
+  next.addEventListener("click", () => {
+    offset += Number(sizeSelect.value);
+    load();
+  });
+  sizeSelect.addEventListener("change", () => {
+    offset = 0;
+    load();
+  });
+  $("#history-refresh").addEventListener("click", () => load());
+
+  return {
+    show() {
+      offset = 0;
+      return load();
+    },
+    reset() {
+      offset = 0;
+      container.replaceChildren();
+      range.textContent = "";
+      prev.disabled = next.disabled = true;
+      showAlert(error, "");
+    },
+  };
+}
