@@ -1,0 +1,117 @@
+"""The FastAPI application: ``create_app(classify)``, free of Ray.
+
+``classify`` is any async ``texts -> predictions`` callable: in process it runs
+``SentimentClassifier.predict`` in a thread (``in_process_classify``); under Ray Serve it calls
+the model deployment's handle. Everything stateful (engine, prediction log, rate-limit backend,
+signing key) is created by the lifespan, inside the running process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from serve_app import auth, routes
+from serve_app.body_limit import BodySizeLimitMiddleware
+from serve_app.db import (
+    PredictionLog,
+    check_schema_at_head,
+    create_engine,
+    create_session_factory,
+)
+from serve_app.deps import Classify, Services
+from serve_app.errors import install_error_handlers
+from serve_app.ratelimit import RateLimits, create_rate_limiter
+from serve_app.security import TokenCodec, resolve_secret_key
+from serve_app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from serve_app.classifier import Prediction, SentimentClassifier
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+__all__ = ["Classify", "create_app", "in_process_classify"]
+
+
+def in_process_classify(classifier: SentimentClassifier) -> Classify:
+    """Run the classifier in a worker thread, one call per request (tests, baselines)."""
+
+    async def classify(texts: list[str]) -> list[Prediction]:
+        return await asyncio.to_thread(classifier.predict, texts)
+
+    return classify
+
+
+async def start_services(classify: Classify, settings: Settings) -> Services:
+    secret_key = resolve_secret_key(settings)  # production without a strong key stops here
+    engine = create_engine(settings)
+    try:
+        await check_schema_at_head(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    sessions = create_session_factory(engine)
+    prediction_log = None
+    if settings.prediction_logging:
+        prediction_log = PredictionLog(sessions, max_batch=settings.prediction_log_max_batch,
+                                       timeout_s=settings.prediction_log_timeout_seconds)
+        prediction_log.start()
+    else:
+        log.warning("PREDICTION_LOGGING is off: predictions are not written to the database")
+    rate_limits = RateLimits(
+        create_rate_limiter(settings.redis_url, key_prefix=settings.rate_limit_key_prefix),
+        predict_rate=settings.predict_rate_per_second,
+        predict_burst=settings.predict_burst,
+        login_max_failures_per_username=settings.login_max_failures_per_username,
+        login_max_failures_per_client=settings.login_max_failures_per_client,
+        login_failure_window_s=settings.login_failure_window_seconds,
+    )
+    tokens = TokenCodec(secret_key=secret_key, algorithm=settings.algorithm,
+                        expire_minutes=settings.access_token_expire_minutes)
+    return Services(settings=settings, classify=classify, engine=engine, sessions=sessions,
+                    prediction_log=prediction_log, tokens=tokens, rate_limits=rate_limits)
+
+
+async def stop_services(services: Services) -> None:
+    if services.prediction_log is not None:
+        await services.prediction_log.close()  # write what is queued before letting go
+    await services.rate_limits.backend.close()
+    await services.engine.dispose()
+
+
+def create_app(classify: Classify, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await start_services(classify, settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            app.state.services = None
+            await stop_services(services)
+
+    app = FastAPI(
+        title="sentiment-serve",
+        version="0.1.0",
+        description="Sentiment analysis with a logged history per user. Log in at "
+                    "`POST /auth/token`, then send `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
+    app.include_router(auth.router)
+    app.include_router(routes.build_router(settings))
+    if (STATIC_DIR / "index.html").is_file():
+        app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    return app

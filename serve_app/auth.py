@@ -1,0 +1,94 @@
+"""Sign-up, log-in (OAuth2 password flow) and the current-user dependency."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from sqlalchemy import exc, select
+
+from serve_app.deps import ServicesDep, SessionDep
+from serve_app.models import User
+from serve_app.ratelimit import retry_after_header
+from serve_app.schemas import PASSWORD_MAX, USERNAME_MAX, ErrorResponse, Token, UserCreate, UserPublic
+from serve_app.security import (
+    InvalidTokenError,
+    TokenUser,
+    hash_password,
+    verify_against_dummy,
+    verify_password,
+)
+
+NOT_AUTHENTICATED = "Not authenticated."
+INVALID_TOKEN = "Invalid or expired token."
+BAD_CREDENTIALS = "Incorrect username or password."
+USERNAME_TAKEN = "This username is already taken."
+TOO_MANY_LOGIN_FAILURES = "Too many failed logins. Retry later."
+BEARER = {"WWW-Authenticate": "Bearer"}
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers=BEARER)
+
+
+async def current_user(services: ServicesDep,
+                       token: Annotated[str | None, Depends(oauth2_scheme)]) -> TokenUser:
+    """The token's user, from the signed token alone (no database round trip)."""
+    if not token:
+        raise unauthorized(NOT_AUTHENTICATED)
+    try:
+        return services.tokens.decode(token)
+    except InvalidTokenError:
+        raise unauthorized(INVALID_TOKEN) from None
+
+
+CurrentUser = Annotated[TokenUser, Depends(current_user)]
+
+AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"}}
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/", status_code=status.HTTP_201_CREATED, response_model=UserPublic,
+             responses={409: {"model": ErrorResponse, "description": USERNAME_TAKEN}})
+async def register(body: UserCreate, session: SessionDep) -> UserPublic:
+    user = User(username=body.username, hashed_password=await hash_password(body.password))
+    session.add(user)
+    try:
+        await session.commit()
+    except exc.IntegrityError:
+        # The unique constraint decides, so two racing sign-ups cannot both win.
+        await session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, USERNAME_TAKEN) from None
+    return UserPublic(id=user.id, username=user.username)
+
+
+@router.post("/token", response_model=Token, responses={
+    401: {"model": ErrorResponse, "description": BAD_CREDENTIALS},
+    429: {"model": ErrorResponse, "description": TOO_MANY_LOGIN_FAILURES},
+})
+async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request,
+                services: ServicesDep, session: SessionDep) -> Token:
+    client = request.client.host if request.client else "unknown"
+    limits = services.rate_limits
+    wait = await limits.login_blocked(form.username, client)
+    if wait > 0:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_LOGIN_FAILURES,
+                            headers=retry_after_header(wait))
+    user = None
+    if len(form.username) <= USERNAME_MAX:
+        user = await session.scalar(select(User).where(User.username == form.username))
+    password_ok = False
+    if len(form.password) <= PASSWORD_MAX:
+        if user is None:
+            await verify_against_dummy(form.password)  # same work as for a wrong password
+        else:
+            password_ok = await verify_password(form.password, user.hashed_password)
+    if user is None or not password_ok:
+        await limits.login_failed(form.username, client)
+        raise unauthorized(BAD_CREDENTIALS)
+    token = services.tokens.encode(TokenUser(id=user.id, username=user.username))
+    return Token(access_token=token)

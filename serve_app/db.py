@@ -1,0 +1,246 @@
+"""Async engine and sessions, the schema-revision check, and the group-commit prediction log.
+
+Nothing here runs at import time: the app's lifespan creates the engine and the log inside the
+running process (a Ray replica, a test's event loop), so no connection crosses a fork or loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from serve_app.models import Prediction
+from serve_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Errors that mean "the database cannot be reached right now", as opposed to a bad query.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,  # pool exhausted
+)
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database did not take a write or a read; the client should retry later."""
+
+
+class UserGoneError(RuntimeError):
+    """A row referred to a user that no longer exists (a token outlived its account)."""
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.database_url
+    if is_sqlite(url):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets readers run beside the log writer; foreign keys are off by default.
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    connect_args: dict[str, Any] = {"connect_timeout": settings.db_connect_timeout_seconds}
+    if "charset" not in make_url(url).query:
+        connect_args["charset"] = "utf8mb4"
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+# ---- schema revision ---------------------------------------------------------------------------
+
+
+def alembic_config(database_url: str | None = None):  # -> alembic.config.Config
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if database_url is not None:
+        cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade_to_head(database_url: str) -> None:
+    """Apply every migration (synchronous; call it from a thread inside an event loop)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
+        )
+
+
+async def check_schema_at_head(engine: AsyncEngine) -> None:
+    """Refuse to serve on a database whose schema is not the one this code expects."""
+    expected = head_revision()
+    found = await current_revision(engine)
+    if found != expected:
+        raise RuntimeError(
+            f"database {safe_url(str(engine.url))} is at schema revision {found or 'none'}, "
+            f"this code needs {expected}. Run `make migrate` (or "
+            f"`DATABASE_URL=... .venv/bin/alembic upgrade head`) and start again."
+        )
+
+
+# ---- prediction log: group commit --------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    rows: list[dict[str, Any]]  # column values of each Prediction row
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    written: list[Prediction] = field(default_factory=list)
+
+
+class PredictionLog:
+    """Writes prediction rows with group commit.
+
+    Requests that arrive while a transaction is being committed queue up and are written
+    together in the next transaction; every caller waits until the transaction holding its
+    own rows has committed, so a response never reports a row that could still be lost.
+    """
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], *, max_batch: int = 512,
+                 timeout_s: float = 15.0) -> None:
+        self._session_factory = session_factory
+        self._max_batch = max_batch
+        self._timeout_s = timeout_s
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed transactions, for tests and metrics
+        self.rows_written = 0
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._run(), name="prediction-log")
+
+    async def close(self) -> None:
+        """Write everything queued, then stop."""
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+            self._writer = None
+
+    async def write(self, rows: Sequence[dict[str, Any]]) -> list[Prediction]:
+        """Queue rows (column values) for the next transaction; return them once committed."""
+        if self._writer is None or self._writer.done():
+            raise DatabaseUnavailableError("prediction log is not running")
+        pending = _Pending(list(rows))
+        await self._queue.put(pending)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await asyncio.shield(pending.done)
+        except TimeoutError as err:
+            raise DatabaseUnavailableError("the database did not commit in time") from err
+        return pending.written
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            count = len(first.rows)
+            while count < self._max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                group.append(item)
+                count += len(item.rows)
+            await self._commit_group(group)
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
+        try:
+            await self._commit(group)
+        except exc.IntegrityError:
+            # One request's rows broke a constraint (its user was deleted): commit each request
+            # on its own so the others are not failed with it.
+            if len(group) > 1:
+                for pending in group:
+                    await self._commit_group([pending])
+                return
+            _settle(group, UserGoneError("the user of this request no longer exists"))
+        except UNAVAILABLE_ERRORS as err:
+            log.warning("prediction log: database unavailable: %s", err)
+            _settle(group, DatabaseUnavailableError("the database is unavailable"))
+        except Exception as err:  # keep the writer alive whatever happens to one transaction
+            log.exception("prediction log: transaction failed")
+            _settle(group, DatabaseUnavailableError(f"the prediction log failed: {type(err).__name__}"))
+        else:
+            _settle(group, None)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        # Fresh ORM objects per attempt: a rolled-back attempt must leave nothing behind.
+        written = [[Prediction(**values) for values in pending.rows] for pending in group]
+        async with self._session_factory() as session:
+            session.add_all([row for rows in written for row in rows])
+            await session.commit()
+        for pending, rows in zip(group, written, strict=True):
+            pending.written = rows
+        self.transactions += 1
+        self.rows_written += sum(len(rows) for rows in written)
+
+
+def _settle(group: list[_Pending], error: BaseException | None) -> None:
+    for pending in group:
+        if pending.done.done():
+            continue
+        if error is None:
+            pending.done.set_result(None)
+        else:
+            # A fresh exception per waiter: one instance raised in many tasks tangles tracebacks.
+            pending.done.set_exception(type(error)(*error.args))

@@ -1,0 +1,65 @@
+"""What routes depend on, named once as Annotated aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from serve_app.db import PredictionLog
+from serve_app.ratelimit import RateLimits
+from serve_app.security import TokenCodec
+from serve_app.settings import Settings
+
+if TYPE_CHECKING:
+    from serve_app.classifier import Prediction
+
+Classify = Callable[[list[str]], Awaitable[list["Prediction"]]]
+
+
+@dataclass
+class ModelInfo:
+    """What the model last said about itself (updated from every answer, so a model swapped
+    in place shows its new version)."""
+
+    model_version: str | None = None
+    labels: list[str] = field(default_factory=list)
+
+    def observe(self, prediction: "Prediction") -> None:
+        self.model_version = prediction.model_version
+        self.labels = list(prediction.scores)
+
+
+@dataclass
+class Services:
+    """Everything the app holds while running; built by the lifespan, inside the process."""
+
+    settings: Settings
+    classify: Classify
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    prediction_log: PredictionLog | None
+    tokens: TokenCodec
+    rate_limits: RateLimits
+    model: ModelInfo = field(default_factory=ModelInfo)
+
+
+def get_services(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise HTTPException(503, "The service is starting.", headers={"Retry-After": "1"})
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

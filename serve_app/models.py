@@ -1,0 +1,55 @@
+"""Database tables: users and the prediction log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; MySQL gets the wider BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Microsecond timestamps on MySQL, so "newest first" is exact within a second.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# MySQL's TEXT holds 64 KiB; texts are limited in characters, up to 4 bytes each.
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+
+def utcnow() -> datetime:
+    """Naive UTC: what both SQLite and MySQL DATETIME columns store and return."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    hashed_password: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (
+        # Serves "this user's rows, newest first" and the foreign key's index.
+        Index("ix_predictions_user_id_created_at", "user_id", "created_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(LongText)
+    label: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Double)
+    model_version: Mapped[str] = mapped_column(String(128))
+    latency_ms: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)

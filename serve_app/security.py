@@ -1,0 +1,103 @@
+"""Password hashing (argon2 through passlib) and access tokens (JWT through python-jose)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from serve_app.settings import MIN_SECRET_KEY_CHARS, Settings
+
+log = logging.getLogger(__name__)
+
+_hasher = CryptContext(schemes=["argon2"], deprecated="auto")
+
+
+async def hash_password(password: str) -> str:
+    # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password: str, hashed: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(password, hashed)
+        except (ValueError, TypeError):  # malformed hash or unencodable input
+            return False
+
+    return await asyncio.to_thread(verify)
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+async def verify_against_dummy(password: str) -> bool:
+    """Spend the same work as a real check, so unknown usernames cannot be told by timing."""
+    dummy = await asyncio.to_thread(_dummy_hash)
+    await verify_password(password, dummy)
+    return False
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """The signing key; production refuses to run without a strong one."""
+    key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    if settings.is_production:
+        if len(key) < MIN_SECRET_KEY_CHARS:
+            raise RuntimeError(
+                f"ENV=production needs SECRET_KEY of at least {MIN_SECRET_KEY_CHARS} characters "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return key
+    if key:
+        return key
+    key = secrets.token_urlsafe(48)
+    log.warning(
+        "SECRET_KEY is not set: generated a development key for this process: %s "
+        "(tokens will not survive a restart or work across replicas; set SECRET_KEY)", key
+    )
+    return key
+
+
+class InvalidTokenError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    """The user a valid token speaks for; taken from the token alone, without the database."""
+
+    id: int
+    username: str
+
+
+class TokenCodec:
+    def __init__(self, *, secret_key: str, algorithm: str, expire_minutes: int) -> None:
+        self._key = secret_key
+        self._algorithm = algorithm
+        self._expire = timedelta(minutes=expire_minutes)
+
+    def encode(self, user: TokenUser) -> str:
+        now = datetime.now(UTC)
+        claims = {"sub": str(user.id), "name": user.username, "iat": now, "exp": now + self._expire}
+        return jwt.encode(claims, self._key, algorithm=self._algorithm)
+
+    def decode(self, token: str) -> TokenUser:
+        try:
+            # One pinned algorithm: "none" and algorithm switches fail the signature check.
+            claims = jwt.decode(token, self._key, algorithms=[self._algorithm],
+                                options={"require_exp": True, "require_sub": True})
+            user_id = int(claims["sub"])
+            username = claims["name"]
+        except (JWTError, KeyError, ValueError, TypeError) as err:
+            raise InvalidTokenError(str(err)) from err
+        if user_id < 1 or not isinstance(username, str):
+            raise InvalidTokenError("malformed claims")
+        return TokenUser(id=user_id, username=username)

@@ -1,0 +1,66 @@
+"""The service's configuration: one Settings object, read from the environment.
+
+Environment names carry no prefix (``DATABASE_URL``, ``SECRET_KEY``, ...). Code holds the
+defaults; deployment configs override them. Nothing here touches the network or the disk.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_KEY_CHARS = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+
+    # Database
+    database_url: str = "sqlite+aiosqlite:///./sentiment.db"
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout_seconds: float = Field(10.0, gt=0)
+    db_connect_timeout_seconds: int = Field(5, ge=1)
+
+    # Auth
+    secret_key: SecretStr | None = None
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_expire_minutes: int = Field(30, ge=1)
+
+    # Request limits
+    max_text_chars: int = Field(5000, ge=1)
+    max_batch_texts: int = Field(64, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # Prediction log (group commit). Disabling it is only for benchmarks of the model path.
+    prediction_logging: bool = True
+    prediction_log_max_batch: int = Field(512, ge=1)
+    prediction_log_timeout_seconds: float = Field(15.0, gt=0)
+
+    # Health and overload
+    health_timeout_seconds: float = Field(5.0, gt=0)
+    retry_after_seconds: int = Field(5, ge=1)
+
+    # Rate limits. Defaults are generous so that benchmarks and load tests are not throttled;
+    # a rate of 0 disables that limit. REDIS_URL shares the buckets between ingress replicas.
+    redis_url: str | None = None
+    rate_limit_key_prefix: str = "sentiment:ratelimit:"
+    predict_rate_per_second: float = Field(1000.0, ge=0)  # texts per second per user
+    predict_burst: int = Field(2000, ge=1)  # bucket size in texts
+    login_max_failures_per_username: int = Field(10, ge=0)
+    login_max_failures_per_client: int = Field(100, ge=0)
+    login_failure_window_seconds: float = Field(300.0, gt=0)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
