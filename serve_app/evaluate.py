@@ -1,0 +1,98 @@
+"""Scoring a model on a labelled file.
+
+    python -m serve_app.evaluate --data FILE [--labels FILE] [--model DIR]
+
+``--data`` alone is a TSV file (``sentence<TAB>label``); with ``--labels`` it is a TweetEval
+text file and its labels file. Prints accuracy, macro-F1 and macro-recall, and for two-label
+data the binary accuracy of P(positive) against P(negative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def macro_scores(gold: list[str], predicted: list[str],
+                 labels: list[str] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1 and macro-recall over the labels present in ``gold``."""
+    labels = labels or sorted(set(gold))
+    recalls, f1s = [], []
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
+        gold_n = sum(g == label for g in gold)
+        pred_n = sum(p == label for p in predicted)
+        recall = tp / gold_n if gold_n else 0.0
+        precision = tp / pred_n if pred_n else 0.0
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if tp else 0.0)
+    correct = sum(g == p for g, p in zip(gold, predicted))
+    return {
+        "accuracy": correct / len(gold),
+        "macro_f1": sum(f1s) / len(f1s),
+        "macro_recall": sum(recalls) / len(recalls),
+    }
+
+
+def binary_accuracy(gold: list[str], scores: list[dict[str, float]]) -> float:
+    """Accuracy on negative/positive data, ignoring the neutral probability."""
+    right = sum((s["positive"] > s["negative"]) == (g == "positive") for g, s in zip(gold, scores))
+    return right / len(gold)
+
+
+def expected_calibration_error(probabilities: torch.Tensor, gold: torch.Tensor,
+                               bins: int = 15) -> float:
+    """ECE of the top-label confidence, equal-width bins."""
+    confidence, predicted = probabilities.max(dim=-1)
+    correct = (predicted == gold).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = torch.zeros(())
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            gap = (confidence[in_bin].mean() - correct[in_bin].mean()).abs()
+            ece += gap * in_bin.float().mean()
+    return float(ece)
+
+
+def evaluate(classifier, texts: list[str], gold: list[str], batch_size: int = 64) -> dict:
+    predictions = []
+    for start in range(0, len(texts), batch_size):
+        predictions += classifier.predict(texts[start : start + batch_size])
+    predicted = [p.label for p in predictions]
+    report = macro_scores(gold, predicted)
+    scores = [p.scores for p in predictions]
+    if set(gold) <= {"negative", "positive"} and {"negative", "positive"} <= set(classifier.labels):
+        report["binary_accuracy"] = binary_accuracy(gold, scores)
+    if set(gold) <= set(classifier.labels):
+        index = {label: i for i, label in enumerate(classifier.labels)}
+        probs = torch.tensor([[s[label] for label in classifier.labels] for s in scores])
+        report["ece"] = expected_calibration_error(probs, torch.tensor([index[g] for g in gold]))
+    report["n"] = len(gold)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serve_app.classifier import SentimentClassifier
+    from serve_app.training_data import read_labelled
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="TSV file, or TweetEval texts")
+    parser.add_argument("--labels", type=Path, help="TweetEval labels file for --data")
+    parser.add_argument("--model", default=None, help="model directory (default: the default)")
+    args = parser.parse_args(argv)
+
+    examples = read_labelled(args.data, args.labels)
+    classifier = SentimentClassifier.load(args.model)
+    report = evaluate(classifier, examples.texts, examples.labels)
+    print(f"model        {classifier.model_version}")
+    for key, value in report.items():
+        print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

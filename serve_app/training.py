@@ -1,0 +1,253 @@
+"""Training the default model's layers on top of the packaged MiniLM encoder.
+
+    python -m serve_app.training --data ../shared/data --out models/default
+
+The bottom ``--frozen-layers`` encoder layers stay frozen: their outputs are computed once
+and cached, so each epoch only runs the top layers. Those get LoRA adapters on every linear
+layer (plus trainable LayerNorms), and a classification head reads the mean-pooled output.
+``--frozen-layers 6`` trains the head alone on frozen sentence embeddings. A temperature is
+then fitted on the validation split, and the result is written in the format
+``serve_app.encoder_layers`` defines. Seeded: the same command gives the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+from transformers.masking_utils import create_bidirectional_mask
+
+from serve_app import encoder_layers as layers
+from serve_app.training_data import LABELS, split_shared_data
+
+LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
+                "attention.output.dense", "intermediate.dense", "output.dense")
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update B @ A (B starts at zero)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.scale = alpha / rank
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(base.in_features))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scale * ((x @ self.A.T) @ self.B.T)
+
+
+class TopModel(nn.Module):
+    """Encoder layers ``first..`` with LoRA, mean pooling and the classification head."""
+
+    def __init__(self, encoder, first: int, rank: int, alpha: float, hidden: int):
+        super().__init__()
+        self.config = encoder.config
+        self.first = first
+        self.layers = nn.ModuleList(encoder.encoder.layer[first:])
+        for p in self.layers.parameters():
+            p.requires_grad_(False)
+        self.lora: dict[str, LoRALinear] = {}
+        for offset, layer in enumerate(self.layers):
+            for name in LINEAR_NAMES:
+                parent_name, _, attr = name.rpartition(".")
+                parent = layer.get_submodule(parent_name)
+                wrapped = LoRALinear(getattr(parent, attr), rank, alpha)
+                setattr(parent, attr, wrapped)
+                self.lora[f"encoder.layer.{first + offset}.{name}"] = wrapped
+            for module in layer.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.requires_grad_(True)
+        self.head = layers.ClassificationHead(self.config.hidden_size, len(LABELS), hidden)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attention = create_bidirectional_mask(config=self.config, inputs_embeds=hidden,
+                                              attention_mask=mask)
+        for layer in self.layers:
+            hidden = layer(hidden, attention_mask=attention)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return self.head(layers.pool(hidden, mask, "mean"))
+
+    def export(self) -> dict[str, torch.Tensor]:
+        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        for name, module in self.lora.items():
+            tensors[f"lora.{name}.A"] = module.A
+            tensors[f"lora.{name}.B"] = module.B
+        for offset, layer in enumerate(self.layers):
+            for name, module in layer.named_modules():
+                if isinstance(module, nn.LayerNorm):
+                    prefix = f"encoder.encoder.layer.{self.first + offset}.{name}"
+                    tensors[f"{prefix}.weight"] = module.weight
+                    tensors[f"{prefix}.bias"] = module.bias
+        return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def load_encoder():
+    encoder_dir = layers.packaged_encoder_dir()
+    bad = layers.mismatched_files(encoder_dir, layers.ENCODER_SHA256)
+    if bad:
+        raise SystemExit(f"encoder files do not match their sha256: {', '.join(bad)}")
+    encoder = AutoModel.from_pretrained(encoder_dir, dtype=torch.float32)
+    return encoder.eval(), AutoTokenizer.from_pretrained(encoder_dir)
+
+
+def length_batches(lengths: list[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    """Batches of similar length (little padding); shuffled order when ``rng`` is given."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    if rng is not None:  # shuffle within coarse length buckets, then the batches themselves
+        bucket = batch_size * 50
+        order = [i for s in range(0, len(order), bucket)
+                 for i in rng.sample(order[s : s + bucket], len(order[s : s + bucket]))]
+        order.sort(key=lambda i: lengths[i] // 8)
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+@torch.inference_mode()
+def frozen_states(encoder, ids: list[list[int]], frozen: int, batch_size: int = 64):
+    """Per example, the (length, width) output of the first ``frozen`` layers, in fp16."""
+    states: list[torch.Tensor | None] = [None] * len(ids)
+    for batch in length_batches([len(x) for x in ids], batch_size, None):
+        input_ids, mask = pad([torch.tensor(ids[i]) for i in batch])
+        hidden = encoder.embeddings(input_ids=input_ids)
+        attention = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden,
+                                              attention_mask=mask)
+        for layer in encoder.encoder.layer[:frozen]:
+            hidden = layer(hidden, attention_mask=attention)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        for row, i in enumerate(batch):
+            states[i] = hidden[row, : len(ids[i])].to(torch.float16).clone()
+    return states
+
+
+def pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(r.shape[0] for r in rows)
+    out = torch.zeros((len(rows), longest) + tuple(rows[0].shape[1:]), dtype=rows[0].dtype)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+        mask[i, : r.shape[0]] = 1
+    return out, mask
+
+
+def logits_for(model: TopModel, states, batch_size: int = 128) -> torch.Tensor:
+    model.eval()
+    out = torch.zeros(len(states), len(LABELS))
+    with torch.inference_mode():
+        for batch in length_batches([s.shape[0] for s in states], batch_size, None):
+            hidden, mask = pad([states[i] for i in batch])
+            out[batch] = model(hidden.float(), mask)
+    return out
+
+
+def fit_temperature(logits: torch.Tensor, gold: torch.Tensor) -> float:
+    """The temperature minimising validation NLL (Guo et al., 2017)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        optimiser.zero_grad()
+        loss = nn.functional.cross_entropy(logits / log_t.exp(), gold)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(log_t.exp())
+
+
+def train(args) -> None:
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
+                              airline_train=args.airline_train)
+    encoder, tokenizer = load_encoder()
+    tokenize = lambda texts: tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]  # noqa: E731
+    label_ids = lambda labels: torch.tensor([LABELS.index(x) for x in labels])  # noqa: E731
+    train_states = frozen_states(encoder, tokenize(split.train.texts), args.frozen_layers)
+    val_states = frozen_states(encoder, tokenize(split.validation.texts), args.frozen_layers)
+    y_train, y_val = label_ids(split.train.labels), label_ids(split.validation.labels)
+    log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
+
+    model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden)
+    # Neutral is rare in the training mix but a third of tweets: weight classes by 1/sqrt(freq).
+    counts = torch.bincount(y_train, minlength=len(LABELS)).float()
+    class_weight = (counts.sum() / counts).sqrt()
+    class_weight /= class_weight.mean()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
+    batches_per_epoch = math.ceil(len(train_states) / args.batch_size)
+    total = batches_per_epoch * args.epochs
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=total,
+                                                   pct_start=0.1, anneal_strategy="linear")
+    lengths = [s.shape[0] for s in train_states]
+    for epoch in range(args.epochs):
+        model.train()
+        running = 0.0
+        for step, batch in enumerate(length_batches(lengths, args.batch_size, rng), 1):
+            hidden, mask = pad([train_states[i] for i in batch])
+            loss = nn.functional.cross_entropy(model(hidden.float(), mask), y_train[batch],
+                                               weight=class_weight, label_smoothing=0.05)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            running += float(loss)
+            if step % 100 == 0:
+                log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} loss {running / 100:.4f}")
+                running = 0.0
+        accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
+        log(started, f"epoch {epoch + 1} done: validation accuracy {accuracy:.4f}")
+
+    temperature = fit_temperature(logits_for(model, val_states), y_val)
+    log(started, f"temperature {temperature:.3f}")
+    config = layers.LayersConfig(
+        name=args.name, labels=list(LABELS), pooling="mean", lora_alpha=args.alpha,
+        temperature=temperature,
+        training={"command": " ".join(["python -m serve_app.training"] + sys.argv[1:]),
+                  "seed": args.seed, "frozen_layers": args.frozen_layers, "rank": args.rank,
+                  "epochs": args.epochs, "train_examples": len(train_states),
+                  "seconds": round(time.monotonic() - started)},
+    )
+    layers.write_tensors(args.out, model.export())
+    config.write(args.out)
+    log(started, f"wrote {args.out}")
+
+
+def log(started: float, message: str) -> None:
+    print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("models/default"))
+    parser.add_argument("--name", default="minilm-sentiment-3c")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--frozen-layers", type=int, default=3)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--alpha", type=float, default=16.0)
+    parser.add_argument("--head-hidden", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--sst-phrases", type=int, default=6000)
+    parser.add_argument("--airline-train", type=int, default=6000)
+    train(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Labelled sentiment data: file readers and the fixed, seeded train / validation / test split.
+
+Every example is mapped onto the default model's labels (negative, neutral, positive).
+Readers:
+* TweetEval: ``*_text.txt`` + ``*_labels.txt`` (0 negative, 1 neutral, 2 positive);
+* TSV ``text<TAB>label`` with an optional header; labels are names or 0/1/2 (0/1 for
+  two-column binary data such as SST-2, where 1 means positive).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LABELS = ["negative", "neutral", "positive"]
+_NAMES = {name: name for name in LABELS}
+
+
+@dataclass
+class Examples:
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def add(self, text: str, label: str) -> None:
+        self.texts.append(text)
+        self.labels.append(label)
+
+    def extend(self, other: "Examples") -> None:
+        self.texts += other.texts
+        self.labels += other.labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: list[int]) -> "Examples":
+        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices])
+
+
+def read_tweeteval(text_file: Path, labels_file: Path) -> Examples:
+    texts = text_file.read_text(encoding="utf-8").splitlines()
+    codes = labels_file.read_text(encoding="utf-8").split()
+    if len(texts) != len(codes):
+        raise ValueError(f"{text_file} has {len(texts)} lines but {labels_file} has {len(codes)}")
+    return Examples([t.strip() for t in texts], [LABELS[int(c)] for c in codes])
+
+
+def read_tsv(path: Path, binary: bool | None = None) -> Examples:
+    """``text<TAB>label`` rows; numeric labels are 0/1 (binary) or 0/1/2."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = [r for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if r]
+    if rows and not _is_label(rows[0][-1]):
+        rows = rows[1:]  # header
+    if binary is None:
+        binary = {r[-1].strip() for r in rows} <= {"0", "1"}
+    out = Examples()
+    for row in rows:
+        raw = row[-1].strip().lower()
+        if raw in _NAMES:
+            label = raw
+        elif raw.isdigit():
+            label = ("negative", "positive")[int(raw)] if binary else LABELS[int(raw)]
+        else:
+            raise ValueError(f"{path}: unknown label {row[-1]!r}")
+        out.add("\t".join(row[:-1]).strip(), label)
+    return out
+
+
+def read_labelled(data: Path, labels: Path | None = None) -> Examples:
+    """TweetEval text + labels files when ``labels`` is given, else a TSV file."""
+    return read_tweeteval(data, labels) if labels is not None else read_tsv(data)
+
+
+def _is_label(value: str) -> bool:
+    value = value.strip().lower()
+    return value in _NAMES or value.isdigit()
+
+
+def whole_sentences(examples: Examples, min_words: int = 6) -> list[int]:
+    """Indices of SST-2 rows that are complete sentences rather than phrases of one.
+
+    SST-2's train split mixes review sentences with their parse-tree phrases; a sentence ends
+    with terminal punctuation and is not contained in any longer row.
+    """
+    token_rows = [t.split() for t in examples.texts]
+    by_bigram: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, tokens in enumerate(token_rows):
+        for bigram in set(zip(tokens, tokens[1:])):
+            by_bigram[bigram].append(i)
+    picked = []
+    for i, tokens in enumerate(token_rows):
+        if len(tokens) < min_words or tokens[-1] not in {".", "!", "?"}:
+            continue
+        padded = f" {examples.texts[i]} "
+        inside_longer = any(
+            len(token_rows[j]) > len(tokens) and padded in f" {examples.texts[j]} "
+            for j in by_bigram[(tokens[0], tokens[1])]
+        )
+        if not inside_longer:
+            picked.append(i)
+    return picked
+
+
+@dataclass
+class Split:
+    train: Examples
+    validation: Examples  # temperature fitting and model selection
+    tests: dict[str, Examples]  # held out, reported in the model card
+
+
+def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000,
+                      airline_train: int = 6000) -> Split:
+    """The fixed split of ``../shared/data`` used for training and for the reported figures."""
+    rng = random.Random(seed)
+    train, validation, tests = Examples(), Examples(), {}
+
+    tweets = read_tweeteval(data_dir / "tweeteval_sentiment" / "val_text.txt",
+                            data_dir / "tweeteval_sentiment" / "val_labels.txt")
+    order = _shuffled(len(tweets), rng)
+    tests["tweeteval"] = tweets.subset(order[:600])
+    validation.extend(tweets.subset(order[600:900]))
+    train.extend(tweets.subset(order[900:]))
+
+    sst = read_tsv(data_dir / "sst2" / "train.tsv", binary=True)
+    sentences = whole_sentences(sst)
+    rng.shuffle(sentences)
+    tests["sst2_sentences"] = sst.subset(sentences[:1000])
+    validation.extend(sst.subset(sentences[1000:1300]))
+    train.extend(sst.subset(sentences[1300:]))
+    # Phrases add vocabulary, but never ones taken from held-out sentences.
+    held = [f" {sst.texts[i]} " for i in sentences[:1300]]
+    sentence_set = set(sentences)
+    phrases = [i for i in _shuffled(len(sst), rng) if i not in sentence_set]
+    picked = []
+    for i in phrases:
+        if len(picked) >= sst_phrases:
+            break
+        if len(sst.texts[i].split()) >= 3 and not any(f" {sst.texts[i]} " in h for h in held):
+            picked.append(i)
+    train.extend(sst.subset(picked))
+
+    airline = read_tsv(data_dir / "airline_sentiment" / "tweets.tsv")
+    order = _shuffled(len(airline), rng)
+    tests["airline"] = airline.subset(order[:1000])
+    validation.extend(airline.subset(order[1000:1300]))
+    train.extend(airline.subset(order[1300 : 1300 + airline_train]))
+    return Split(train, validation, tests)
+
+
+def _shuffled(n: int, rng: random.Random) -> list[int]:
+    order = list(range(n))
+    rng.shuffle(order)
+    return order
