@@ -173,6 +173,12 @@ async def user(client) -> ApiUser:
 
 
 @pytest.fixture(scope="session")
+def secret_key() -> str:
+    """The key the test apps sign tokens with."""
+    return TEST_SECRET_KEY
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis
 
