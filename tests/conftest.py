@@ -125,7 +125,8 @@ def client_with(classify, database_url) -> Callable[..., AsyncIterator[httpx.Asy
     ``classify=`` swaps the model callable."""
 
     def start(classify_fn: Classify | None = None, **overrides):
-        return running_client(classify_fn or classify, make_settings(database_url, **overrides))
+        url = overrides.pop("database_url", database_url)
+        return running_client(classify_fn or classify, make_settings(url, **overrides))
 
     return start
 
