@@ -54,6 +54,14 @@ function retryAfterSeconds(response) {
   return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
 }
 
+// "texts.2" is the third line of a batch; other fields are named in words.
+function describeLocation(loc) {
+  if (loc.length === 0) return "";
+  if (loc[0] === "texts" && typeof loc[1] === "number") return `Line ${loc[1] + 1}: `;
+  const name = String(loc[0]).replace(/_/g, " ");
+  return `${name.charAt(0).toUpperCase()}${name.slice(1)}${loc.length > 1 ? ` (${loc.slice(1).join(", ")})` : ""}: `;
+}
+
 // FastAPI validation errors arrive as a list of {loc, msg}; turn them into one sentence each.
 function describeDetail(detail) {
   if (typeof detail === "string") return detail;
@@ -61,8 +69,7 @@ function describeDetail(detail) {
     return detail
       .map((item) => {
         if (typeof item === "string") return item;
-        const loc = (item.loc || []).filter((part) => part !== "body" && part !== "query");
-        const where = loc.length ? `${loc.join(" › ")}: ` : "";
+        const where = describeLocation((item.loc || []).filter((p) => p !== "body" && p !== "query"));
         return `${where}${String(item.msg || "invalid value").replace(/^Value error, /, "")}`;
       })
       .join(" ");
@@ -164,5 +171,5 @@ export const api = {
   predict: (text) => request("/predict", { method: "POST", json: { text } }),
   predictBatch: (texts) => request("/predict/batch", { method: "POST", json: { texts } }),
   history: (limit, offset) => request("/data", { params: { limit, offset } }),
-  health: () => request("/health", { auth: false }),
+  info: () => request("/info", { auth: false }),
 };

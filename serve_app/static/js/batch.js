@@ -73,9 +73,15 @@ export function setupBatch() {
   const downloadButton = $("#batch-download");
   let lastResults = [];
 
+  let maxLines = null; // from GET /info; the server enforces it either way
+
   const updateCount = () => {
     const n = splitLines(textarea.value).length;
-    count.textContent = `${n} line${n === 1 ? "" : "s"} · blank lines are skipped`;
+    const over = maxLines != null && n > maxLines;
+    const of = maxLines != null ? ` of ${maxLines}` : "";
+    count.textContent = `${n}${of} line${n === 1 && !of ? "" : "s"} · ${
+      over ? "too many for one batch" : "blank lines are skipped"}`;
+    count.dataset.over = String(over);
   };
   textarea.addEventListener("input", updateCount);
 
@@ -106,6 +112,10 @@ export function setupBatch() {
   });
 
   return {
+    setLimits(limits) {
+      maxLines = limits.max_batch_texts;
+      updateCount();
+    },
     reset() {
       form.reset();
       updateCount();

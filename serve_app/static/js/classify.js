@@ -35,9 +35,15 @@ export function setupClassify() {
   const error = $("#classify-error");
   const result = $("#classify-result");
 
+  let maxChars = null; // from GET /info; the server enforces it either way
+
   const updateCount = () => {
     const n = textarea.value.length;
-    count.textContent = `${n.toLocaleString()} character${n === 1 ? "" : "s"} · Ctrl+Enter to classify`;
+    const over = maxChars != null && n > maxChars;
+    const of = maxChars != null ? ` of ${maxChars.toLocaleString()}` : "";
+    count.textContent = `${n.toLocaleString()}${of} character${n === 1 && !of ? "" : "s"}${
+      over ? " · too long" : " · Ctrl+Enter to classify"}`;
+    count.dataset.over = String(over);
   };
   textarea.addEventListener("input", updateCount);
   textarea.addEventListener("keydown", (event) => {
@@ -65,6 +71,10 @@ export function setupClassify() {
   });
 
   return {
+    setLimits(limits) {
+      maxChars = limits.max_text_chars;
+      updateCount();
+    },
     reset() {
       form.reset();
       updateCount();

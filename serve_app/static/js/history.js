@@ -53,27 +53,26 @@ export function setupHistory() {
   const next = $("#history-next");
   const range = $("#history-range");
   let offset = 0;
-  let loading = false;
+  let latest = 0; // only the newest request may paint: an older, slower answer is dropped
 
   async function load() {
-    if (loading) return;
-    loading = true;
+    const ticket = ++latest;
     const limit = Number(sizeSelect.value);
     container.setAttribute("aria-busy", "true");
     showAlert(error, "");
     try {
       // One row more than the page shows tells whether an older page exists.
       const rows = await api.history(limit + 1, offset);
+      if (ticket !== latest) return;
       const page = rows.slice(0, limit);
       container.replaceChildren(historyTable(page));
       prev.disabled = offset === 0;
       next.disabled = rows.length <= limit;
       range.textContent = page.length ? `Showing ${offset + 1}–${offset + page.length}` : "";
     } catch (err) {
-      if (!err.authFailed) showAlert(error, err.message);
+      if (ticket === latest && !err.authFailed) showAlert(error, err.message);
     } finally {
-      loading = false;
-      container.removeAttribute("aria-busy");
+      if (ticket === latest) container.removeAttribute("aria-busy");
     }
   }
 

@@ -75,6 +75,15 @@ $("#sign-out").addEventListener("click", () => showSignedOut("You have signed ou
 
 startHealthPolling($("#health"));
 
+// Show the service's limits beside the inputs; without them the counters just count.
+api
+  .info()
+  .then((info) => {
+    classify.setLimits(info.limits);
+    batch.setLimits(info.limits);
+  })
+  .catch(() => {});
+
 if (session.token) {
   enterWorkspace();
 } else {

@@ -1,0 +1,123 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, one fresh context per test.
+
+Playwright's own browser download cannot run offline, so the system Chromium is launched
+directly. The async API shares pytest-asyncio's session loop with the rest of the suite (the sync
+API would hold its own loop open in the main thread and break every async test after it). Screenshots are written under each test's tmp_path; the last one is attached to the
+report (a junit `<property name="screenshot">` and a "screenshots" report section).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+async def chromium():
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+class Screenshots:
+    """Numbered full-page screenshots of one test, the last attached to the report."""
+
+    def __init__(self, page, directory: Path, record_property) -> None:
+        self.page = page
+        self.directory = directory
+        self.record_property = record_property
+        self.paths: list[Path] = []
+
+    async def take(self, name: str) -> Path:
+        path = self.directory / f"{len(self.paths) + 1:02d}-{name}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        self.paths.append(path)
+        return path
+
+    def attach_last(self) -> None:
+        if self.paths:
+            self.record_property("screenshot", str(self.paths[-1]))
+
+
+@pytest.fixture
+async def page(chromium) -> AsyncIterator:
+    """A fresh browser context (empty sessionStorage) that fails the test on page errors."""
+    context = await chromium.new_context(viewport={"width": 1280, "height": 900},
+                                         accept_downloads=True)
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on(
+        "console",
+        lambda msg: errors.append(f"console.error: {msg.text}")
+        if msg.type == "error" and "Failed to load resource" not in msg.text
+        else None,
+    )
+    page.js_errors = errors
+    yield page
+    await context.close()
+    assert not errors, f"the page reported errors: {errors}"
+
+
+@pytest.fixture
+def screenshots(page, tmp_path, record_property) -> Iterator[Screenshots]:
+    shots = Screenshots(page, tmp_path / "screenshots", record_property)
+    shots.directory.mkdir()
+    yield shots
+    # Attach even when the test failed: the last screen shows where it stopped.
+    shots.attach_last()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "teardown":
+        shots = [value for name, value in item.user_properties if name == "screenshot"]
+        if shots:
+            report.sections.append(("screenshots", "\n".join(shots)))
+
+
+@pytest.fixture(scope="session")
+def service_url(tmp_path_factory) -> Iterator[str]:
+    """Base URL of the running service: SERVICE_URL if set (an existing deployment), else the
+    real app under uvicorn on a fresh SQLite database."""
+    if os.environ.get("SERVICE_URL"):
+        yield os.environ["SERVICE_URL"].rstrip("/")
+        return
+    from tests.web.uvicorn_service import uvicorn_service
+
+    directory = tmp_path_factory.mktemp("ui-service")
+    with uvicorn_service(f"sqlite+aiosqlite:///{directory / 'sentiment.db'}",
+                         directory / "uvicorn.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ui_url(service_url) -> str:
+    return f"{service_url}/ui/"

@@ -1,0 +1,232 @@
+"""The web UI at /ui/, end to end in headless Chromium against the real running service."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import uuid
+
+import pytest
+from playwright.async_api import expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.ray]
+
+POSITIVE = "I absolutely love this product. It works perfectly and the support team was wonderful!"
+BATCH = [
+    "This is the best purchase I have made all year, fantastic quality.",
+    "Terrible experience. The package arrived broken and nobody answered my emails.",
+    "The meeting is scheduled for Tuesday at ten.",
+]
+PASSWORD = "correct-horse-battery"
+TOKEN_KEY = "sentiment-serve.token"
+
+
+def new_username() -> str:
+    return f"ui_{uuid.uuid4().hex[:12]}"
+
+
+async def stored_token(page) -> str | None:
+    return await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')")
+
+
+async def sign_up(page, username: str) -> None:
+    await page.get_by_role("tab", name="Create account").click()
+    await page.locator("#signup-username").fill(username)
+    await page.locator("#signup-password").fill(PASSWORD)
+    await page.locator("#signup-form").get_by_role("button", name="Create account").click()
+
+
+async def sign_in(page, username: str, password: str = PASSWORD) -> None:
+    await expect(page.locator("#signin-username")).to_be_visible()
+    await page.locator("#signin-username").fill(username)
+    await page.locator("#signin-password").fill(password)
+    await page.locator("#signin-form").get_by_role("button", name="Sign in").click()
+
+
+async def signed_in_user(page, ui_url: str) -> str:
+    await page.goto(ui_url)
+    username = new_username()
+    await sign_up(page, username)
+    await expect(page.locator("#notice")).to_contain_text("created")
+    await sign_in(page, username)
+    await expect(page.locator("#user-name")).to_have_text(username)
+    return username
+
+
+async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_out(
+        page, screenshots, ui_url):
+    await page.goto(ui_url)
+    await expect(page.get_by_role("heading", name="Sentiment analysis, served.")).to_be_visible()
+    await expect(page.locator("#health")).to_have_attribute("data-state", "healthy")
+    await expect(page.locator("#health")).to_contain_text("model ")
+    await screenshots.take("signed-out")
+
+    username = new_username()
+    await sign_up(page, username)
+    await expect(page.locator("#notice")).to_have_text(
+        f"Account “{username}” created. Sign in to continue.")
+    # Signing up leads to the sign-in form with the username kept and the password focused.
+    await expect(page.locator("#signin-username")).to_have_value(username)
+    await expect(page.locator("#signin-password")).to_be_focused()
+    await screenshots.take("signed-up")
+
+    await sign_in(page, username)
+    await expect(page.locator("#user-name")).to_have_text(username)
+    await expect(page.get_by_label("Text to classify")).to_be_focused()
+    token = await stored_token(page)
+    assert token and token.count(".") == 2, "the JWT is kept in sessionStorage"
+    assert await page.context.cookies() == [], "the token never goes into a cookie"
+    await screenshots.take("signed-in")
+
+    await page.get_by_label("Text to classify").fill(POSITIVE)
+    await page.get_by_role("button", name="Classify", exact=True).click()
+    result = page.locator("#classify-result")
+    await expect(result.locator(".result__head .pill")).to_have_text("positive")
+    await expect(result.locator(".result__number")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"))
+    bars = result.locator(".chart__row")
+    await expect(bars).to_have_count(3)
+    await expect(bars.first).to_have_attribute("data-label", "positive")  # highest first
+    widths = await bars.locator(".chart__fill").evaluate_all(
+        "els => els.map(e => parseFloat(e.style.width))")
+    assert widths == sorted(widths, reverse=True) and 99 <= sum(widths) <= 101, widths
+    await screenshots.take("classified")
+
+    await page.get_by_role("tab", name="Batch").click()
+    # A blank line in the paste is skipped, not sent as an (invalid) empty text.
+    await page.get_by_label("Texts, one per line").fill("\n".join(BATCH[:2]) + "\n\n" + BATCH[2] + "\n")
+    await expect(page.locator("#batch-count")).to_have_text(
+        re.compile(r"^3 of \d+ lines · blank lines are skipped$"))
+    await page.get_by_role("button", name="Classify all").click()
+    rows = page.locator("#batch-table tbody tr")
+    await expect(rows).to_have_count(3)
+    await expect(rows.locator(".cell-text")).to_have_text(BATCH)
+    await expect(rows.nth(0).locator(".pill")).to_have_text("positive")
+    await expect(rows.nth(1).locator(".pill")).to_have_text("negative")
+    await screenshots.take("batch")
+
+    async with page.expect_download() as download_info:
+        await page.get_by_role("button", name="Download CSV").click()
+    download = await download_info.value
+    assert download.suggested_filename.endswith(".csv")
+    with open(await download.path(), newline="", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["text"] for row in table] == BATCH
+    assert [row["label"] for row in table[:2]] == ["positive", "negative"]
+    assert {"score", "p_negative", "p_neutral", "p_positive", "model_version"} <= set(table[0])
+
+    await page.get_by_role("tab", name="History").click()
+    history = page.locator("#history-rows tbody tr")
+    await expect(history).to_have_count(4)
+    assert sorted(await history.locator(".cell-text").all_inner_texts()) == sorted([POSITIVE, *BATCH])
+    await expect(page.locator("#history-range")).to_have_text("Showing 1–4")
+    await expect(page.locator("#history-next")).to_be_disabled()
+    await screenshots.take("history")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#notice")).to_have_text("You have signed out.")
+    await expect(page.locator("#auth-view")).to_be_visible()
+    await expect(page.locator("#app-view")).to_be_hidden()
+    assert await stored_token(page) is None
+    await page.reload()
+    await expect(page.locator("#signin-form")).to_be_visible()
+    await expect(page.locator("#user-menu")).to_be_hidden()
+    await screenshots.take("signed-out-again")
+
+
+async def test_history_pages_through_older_predictions(page, screenshots, ui_url):
+    await signed_in_user(page, ui_url)
+    texts = [f"Review number {i}: the product was fine." for i in range(12)]
+    await page.get_by_role("tab", name="Batch").click()
+    await page.get_by_label("Texts, one per line").fill("\n".join(texts))
+    await page.get_by_role("button", name="Classify all").click()
+    await expect(page.locator("#batch-table tbody tr")).to_have_count(12)
+
+    await page.get_by_role("tab", name="History").click()
+    await page.get_by_label("Rows per page").select_option("10")
+    rows = page.locator("#history-rows tbody tr")
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#history-range")).to_have_text("Showing 1–10")
+    await expect(page.locator("#history-prev")).to_be_disabled()
+    first_page = await rows.locator(".cell-text").all_inner_texts()
+
+    await page.get_by_role("button", name="Older →").click()
+    await expect(rows).to_have_count(2)
+    await expect(page.locator("#history-range")).to_have_text("Showing 11–12")
+    await expect(page.locator("#history-next")).to_be_disabled()
+    second_page = await rows.locator(".cell-text").all_inner_texts()
+    assert sorted(first_page + second_page) == sorted(texts), "each row on exactly one page"
+    await screenshots.take("history-page-2")
+
+    await page.get_by_role("button", name="← Newer").click()
+    await expect(page.locator("#history-range")).to_have_text("Showing 1–10")
+
+
+async def test_api_errors_are_shown_as_readable_messages(page, screenshots, ui_url):
+    username = await signed_in_user(page, ui_url)
+
+    # 422: a text longer than the service accepts (MAX_TEXT_CHARS, 5000 by default).
+    await page.get_by_label("Text to classify").fill("great " * 1200)
+    await expect(page.locator("#classify-count")).to_have_text(
+        re.compile(r"^7,200 of [\d,]+ characters · too long$"))
+    await page.get_by_role("button", name="Classify", exact=True).click()
+    error = page.locator("#classify-error")
+    await expect(error).to_contain_text(re.compile(r"Please check your input: Text: .*5000 characters"))
+    assert "{" not in await error.inner_text()
+    await expect(page.locator("#classify-result")).to_be_hidden()
+    await screenshots.take("text-too-long")
+
+    # 401 mid-session: a token whose signature no longer verifies sends the user to sign in.
+    await page.evaluate(
+        """(key) => {
+            const [head, body, sig] = sessionStorage.getItem(key).split('.');
+            sessionStorage.setItem(key, `${head}.${body}.${sig[0] === 'A' ? 'B' : 'A'}${sig.slice(1)}`);
+        }""",
+        TOKEN_KEY,
+    )
+    await page.get_by_label("Text to classify").fill(POSITIVE)
+    await page.get_by_role("button", name="Classify", exact=True).click()
+    await expect(page.locator("#signin-form")).to_be_visible()
+    await expect(page.locator("#notice")).to_have_text(
+        "Your session has expired or is no longer valid. Please sign in again.")
+    assert await stored_token(page) is None
+    await screenshots.take("session-expired")
+
+    # 401 on sign-in: a wrong password.
+    await sign_in(page, username, password="not-the-password")
+    await expect(page.locator("#signin-error")).to_have_text("Wrong username or password.")
+
+    # 409: the same username again.
+    await sign_up(page, username)
+    await expect(page.locator("#signup-error")).to_have_text(
+        "That username is already taken. Choose another one.")
+    await screenshots.take("username-taken")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "expected"),
+    [
+        (413, {}, {"detail": "Request body too large"}, "That is too much to send at once"),
+        (429, {"Retry-After": "7"}, {"detail": "Too many texts classified; slow down."},
+         "Too many requests. Please try again in 7 seconds."),
+        (503, {"Retry-After": "5"}, {"detail": "Model unavailable"},
+         "temporarily unavailable. Please try again in 5 seconds."),
+        (502, {"Content-Type": "text/html"}, "<html>Bad gateway</html>",
+         "The server ran into a problem (HTTP 502)"),
+    ],
+)
+async def test_overload_and_gateway_errors_read_as_sentences(
+        page, screenshots, ui_url, status, headers, body, expected):
+    """Statuses a healthy service cannot be made to send on demand, injected at the network layer."""
+    username = await signed_in_user(page, ui_url)
+    payload = body if isinstance(body, str) else json.dumps(body)
+    await page.route("**/predict", lambda route: route.fulfill(
+        status=status, body=payload, headers={"Content-Type": "application/json", **headers}))
+    await page.get_by_label("Text to classify").fill(POSITIVE)
+    await page.get_by_role("button", name="Classify", exact=True).click()
+    error = page.locator("#classify-error")
+    await expect(error).to_contain_text(expected)
+    text = await error.inner_text()
+    assert "{" not in text and "<" not in text
+    await expect(page.locator("#user-name")).to_have_text(username)  # still signed in
+    await screenshots.take(f"status-{status}")
