@@ -3,7 +3,9 @@
 Playwright's own browser download cannot run offline, so the system Chromium is launched
 directly. The async API shares pytest-asyncio's session loop with the rest of the suite (the sync
 API would hold its own loop open in the main thread and break every async test after it). Screenshots are written under each test's tmp_path; the last one is attached to the
-report (a junit `<property name="screenshot">` and a "screenshots" report section).
+report: a junit `<property name="screenshot">` and a `[[ATTACHMENT|path]]` line in the test's
+captured output (shown by `-rP`, and in junit `system-out` with `-o junit_logging=system-out`,
+where Jenkins and GitLab pick it up as an attachment).
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ async def chromium():
 class Screenshots:
     """Numbered full-page screenshots of one test, the last attached to the report."""
 
-    def __init__(self, page, directory: Path, record_property) -> None:
+    def __init__(self, page, directory: Path, node) -> None:
         self.page = page
         self.directory = directory
-        self.record_property = record_property
+        self.node = node
         self.paths: list[Path] = []
 
     async def take(self, name: str) -> Path:
@@ -60,7 +62,8 @@ class Screenshots:
 
     def attach_last(self) -> None:
         if self.paths:
-            self.record_property("screenshot", str(self.paths[-1]))
+            # user_properties rather than record_property: valid under junit_family xunit2 too.
+            self.node.user_properties.append(("screenshot", str(self.paths[-1])))
 
 
 @pytest.fixture
@@ -85,8 +88,8 @@ async def page(chromium) -> AsyncIterator:
 
 
 @pytest.fixture
-def screenshots(page, tmp_path, record_property) -> Iterator[Screenshots]:
-    shots = Screenshots(page, tmp_path / "screenshots", record_property)
+def screenshots(page, tmp_path, request) -> Iterator[Screenshots]:
+    shots = Screenshots(page, tmp_path / "screenshots", request.node)
     shots.directory.mkdir()
     yield shots
     # Attach even when the test failed: the last screen shows where it stopped.
@@ -100,7 +103,8 @@ def pytest_runtest_makereport(item, call):
     if report.when == "teardown":
         shots = [value for name, value in item.user_properties if name == "screenshot"]
         if shots:
-            report.sections.append(("screenshots", "\n".join(shots)))
+            lines = "\n".join(f"[[ATTACHMENT|{path}]]" for path in shots)
+            report.sections.append(("Captured stdout screenshots", lines))
 
 
 @pytest.fixture(scope="session")
