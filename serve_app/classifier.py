@@ -14,6 +14,7 @@ Pure torch/transformers: no Ray, no web framework. Nothing is ever downloaded.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,7 @@ def _load_hf_classifier(cls, model_dir: Path, device: torch.device, max_length: 
     config = AutoConfig.from_pretrained(model_dir)
     model = _place(AutoModelForSequenceClassification.from_pretrained(model_dir), device)
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-    accepted = set(model.forward.__code__.co_varnames)
+    accepted = set(inspect.signature(model.forward).parameters)  # e.g. no token_type_ids
 
     def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**{k: v for k, v in batch.items() if k in accepted}).logits

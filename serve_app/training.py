@@ -25,6 +25,8 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.masking_utils import create_bidirectional_mask
 
 from serve_app import encoder_layers as layers
+from serve_app.classifier import SentimentClassifier
+from serve_app.evaluate import evaluate, expected_calibration_error
 from serve_app.training_data import LABELS, split_shared_data
 
 LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
@@ -171,7 +173,8 @@ def train(args) -> None:
     rng = random.Random(args.seed)
     started = time.monotonic()
     split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
-                              airline_train=args.airline_train)
+                              airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
+                              sst_sentences=args.sst_sentences)
     encoder, tokenizer = load_encoder()
     tokenize = lambda texts: tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]  # noqa: E731
     label_ids = lambda labels: torch.tensor([LABELS.index(x) for x in labels])  # noqa: E731
@@ -181,9 +184,9 @@ def train(args) -> None:
     log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
 
     model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden)
-    # Neutral is rare in the training mix but a third of tweets: weight classes by 1/sqrt(freq).
+    # Neutral is rare in the training mix but a large share of tweets: weight the classes.
     counts = torch.bincount(y_train, minlength=len(LABELS)).float()
-    class_weight = (counts.sum() / counts).sqrt()
+    class_weight = (counts.sum() / counts) ** args.class_weight_power
     class_weight /= class_weight.mean()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
@@ -203,26 +206,36 @@ def train(args) -> None:
             loss.backward()
             optimiser.step()
             schedule.step()
-            running += float(loss)
+            running += loss.item()
             if step % 100 == 0:
                 log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} loss {running / 100:.4f}")
                 running = 0.0
         accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
         log(started, f"epoch {epoch + 1} done: validation accuracy {accuracy:.4f}")
 
-    temperature = fit_temperature(logits_for(model, val_states), y_val)
-    log(started, f"temperature {temperature:.3f}")
+    val_logits = logits_for(model, val_states)
+    temperature = fit_temperature(val_logits, y_val)
+    ece = {f"validation_ece_t{t}": expected_calibration_error(torch.softmax(val_logits / temp, -1), y_val)
+           for t, temp in (("1", 1.0), ("fitted", temperature))}
+    log(started, f"temperature {temperature:.3f}; {ece}")
     config = layers.LayersConfig(
         name=args.name, labels=list(LABELS), pooling="mean", lora_alpha=args.alpha,
         temperature=temperature,
         training={"command": " ".join(["python -m serve_app.training"] + sys.argv[1:]),
                   "seed": args.seed, "frozen_layers": args.frozen_layers, "rank": args.rank,
                   "epochs": args.epochs, "train_examples": len(train_states),
-                  "seconds": round(time.monotonic() - started)},
+                  "seconds": round(time.monotonic() - started), **ece},
     )
     layers.write_tensors(args.out, model.export())
     config.write(args.out)
     log(started, f"wrote {args.out}")
+    # Held-out figures come from the written files through the serving code path.
+    classifier = SentimentClassifier.load(args.out)
+    config.training["heldout"] = {name: evaluate(classifier, ex.texts, ex.labels)
+                                  for name, ex in split.tests.items()}
+    config.write(args.out)
+    for name, report in config.training["heldout"].items():
+        log(started, f"held-out {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in report.items()))
 
 
 def log(started: float, message: str) -> None:
@@ -245,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--sst-phrases", type=int, default=6000)
     parser.add_argument("--airline-train", type=int, default=6000)
+    parser.add_argument("--tweet-repeats", type=int, default=1)
+    parser.add_argument("--sst-sentences", type=int, default=None, help="default: all")
+    parser.add_argument("--class-weight-power", type=float, default=0.5,
+                        help="class weights (1/frequency)**power; 1 balances the classes")
     train(parser.parse_args(argv))
     return 0
 

@@ -35,6 +35,13 @@ class Examples:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def deduplicated(self) -> "Examples":
+        """First occurrence of each text: repeated tweets must not straddle the split."""
+        first = {}
+        for i, text in enumerate(self.texts):
+            first.setdefault(text, i)
+        return self.subset(sorted(first.values()))
+
     def subset(self, indices: list[int]) -> "Examples":
         return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices])
 
@@ -111,24 +118,27 @@ class Split:
 
 
 def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000,
-                      airline_train: int = 6000) -> Split:
+                      airline_train: int = 6000, tweet_repeats: int = 1,
+                      sst_sentences: int | None = None) -> Split:
     """The fixed split of ``../shared/data`` used for training and for the reported figures."""
     rng = random.Random(seed)
     train, validation, tests = Examples(), Examples(), {}
 
     tweets = read_tweeteval(data_dir / "tweeteval_sentiment" / "val_text.txt",
-                            data_dir / "tweeteval_sentiment" / "val_labels.txt")
+                            data_dir / "tweeteval_sentiment" / "val_labels.txt").deduplicated()
     order = _shuffled(len(tweets), rng)
     tests["tweeteval"] = tweets.subset(order[:600])
     validation.extend(tweets.subset(order[600:900]))
-    train.extend(tweets.subset(order[900:]))
+    # TweetEval is the only general-domain tweet data here, and the smallest set: repeat it.
+    for _ in range(tweet_repeats):
+        train.extend(tweets.subset(order[900:]))
 
-    sst = read_tsv(data_dir / "sst2" / "train.tsv", binary=True)
+    sst = read_tsv(data_dir / "sst2" / "train.tsv", binary=True).deduplicated()
     sentences = whole_sentences(sst)
     rng.shuffle(sentences)
     tests["sst2_sentences"] = sst.subset(sentences[:1000])
     validation.extend(sst.subset(sentences[1000:1300]))
-    train.extend(sst.subset(sentences[1300:]))
+    train.extend(sst.subset(sentences[1300:][:sst_sentences]))
     # Phrases add vocabulary, but never ones taken from held-out sentences.
     held = [f" {sst.texts[i]} " for i in sentences[:1300]]
     sentence_set = set(sentences)
@@ -141,7 +151,7 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
             picked.append(i)
     train.extend(sst.subset(picked))
 
-    airline = read_tsv(data_dir / "airline_sentiment" / "tweets.tsv")
+    airline = read_tsv(data_dir / "airline_sentiment" / "tweets.tsv").deduplicated()
     order = _shuffled(len(airline), rng)
     tests["airline"] = airline.subset(order[:1000])
     validation.extend(airline.subset(order[1000:1300]))
