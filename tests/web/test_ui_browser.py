@@ -230,3 +230,43 @@ async def test_overload_and_gateway_errors_read_as_sentences(
     assert "{" not in text and "<" not in text
     await expect(page.locator("#user-name")).to_have_text(username)  # still signed in
     await screenshots.take(f"status-{status}")
+
+
+async def test_the_whole_flow_works_from_the_keyboard_with_visible_focus(page, screenshots, ui_url):
+    await page.goto(ui_url)
+    await expect(page.locator("#signin-username")).to_be_focused()  # the page starts at sign-in
+
+    async def focus_ring() -> str:
+        return await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+
+    # Tabs of the account switcher follow the ARIA pattern: arrow keys move between them.
+    await page.keyboard.press("Shift+Tab")
+    await expect(page.get_by_role("tab", name="Sign in")).to_be_focused()
+    assert await focus_ring() != "none", "keyboard focus is visible"
+    await page.keyboard.press("ArrowRight")
+    await expect(page.get_by_role("tab", name="Create account")).to_be_focused()
+    await expect(page.locator("#signup-form")).to_be_visible()
+
+    username = new_username()
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#signup-username")).to_be_focused()
+    await page.keyboard.type(username)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#signin-password")).to_be_focused()
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#user-name")).to_have_text(username)
+
+    await expect(page.get_by_label("Text to classify")).to_be_focused()
+    await page.keyboard.type("What a fantastic, delightful day. I am so happy!")
+    await page.keyboard.press("Control+Enter")
+    await expect(page.locator("#classify-result .result__head .pill")).to_have_text("positive")
+
+    await page.get_by_role("tab", name="Classify").focus()
+    await page.keyboard.press("End")
+    await expect(page.get_by_role("tab", name="History")).to_be_focused()
+    await expect(page.locator("#history-rows tbody tr")).to_have_count(1)
+    assert await focus_ring() != "none"
+    await screenshots.take("keyboard-history")
