@@ -1,0 +1,251 @@
+"""Start and stop the servers under test as subprocesses this process owns.
+
+Every port is picked free at start (the machine is shared; Redis already holds Ray's default
+GCS port), and only processes started here are ever stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        RAY_AUTH_MODE="token",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.update(extra)
+    return env
+
+
+def ray_auth_headers() -> dict[str, str]:
+    """Ray's dashboard API wants the cluster token that `ray start` keeps in ~/.ray/auth_token."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    token = os.environ.get("RAY_AUTH_TOKEN") or (
+        token_file.read_text().strip() if token_file.exists() else ""
+    )
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def wait_http_ok(
+    url: str, timeout_s: float, proc: subprocess.Popen | None = None, headers: dict | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} while waiting for {url}")
+        try:
+            resp = httpx.get(url, timeout=5, headers=headers)
+            if resp.status_code == 200:
+                return
+            last = f"{resp.status_code} {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s: {last}")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT, grace_s: float = 30) -> None:
+    """Stop a process group we started: polite signal first, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def migrate(database_url: str) -> None:
+    subprocess.run(
+        [str(BIN / "alembic"), "upgrade", "head"],
+        cwd=REPO,
+        env=base_env(DATABASE_URL=database_url),
+        check=True,
+        capture_output=True,
+    )
+
+
+def app_env(database_url: str, **extra: str) -> dict[str, str]:
+    """Settings shared by both servers: same database engine, same key, no throttling."""
+    env = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnop",
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def baseline_server(workdir: Path, **env_extra: str) -> Iterator[str]:
+    """The naive server under uvicorn; yields its base URL."""
+    db_url = f"sqlite+aiosqlite:///{workdir / 'baseline.db'}"
+    migrate(db_url)
+    port = free_port()
+    cmd = [
+        str(BIN / "python"), "-m", "uvicorn", "bench.baseline_server:app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=base_env(**app_env(db_url, **env_extra)), start_new_session=True
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health", 180, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+class RayServe:
+    """A private single-node Ray cluster with our Serve application deployed from a config file."""
+
+    def __init__(self, workdir: Path, config_path: Path = REPO / "serve_config.yaml", num_cpus=2):
+        self.workdir = workdir
+        self.base_config = yaml.safe_load(config_path.read_text())
+        self.num_cpus = num_cpus
+        self.gcs_port, self.dashboard_port, self.metrics_port, self.http_port = (
+            free_port() for _ in range(4)
+        )
+        self.database_url = f"sqlite+aiosqlite:///{workdir / 'sentiment.db'}"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self) -> None:
+        migrate(self.database_url)
+        ports = {
+            "--port": self.gcs_port,
+            "--dashboard-port": self.dashboard_port,
+            "--metrics-export-port": self.metrics_port,
+            "--ray-client-server-port": free_port(),
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+        }
+        cmd = [str(BIN / "ray"), "start", "--head", "--block", "--include-dashboard", "true",
+               "--dashboard-host", "127.0.0.1", "--num-cpus", str(self.num_cpus),
+               "--disable-usage-stats"]  # fmt: skip
+        for flag, port in ports.items():
+            cmd += [flag, str(port)]
+        log = open(self.workdir / "ray-start.log", "wb")  # noqa: SIM115 - lives as long as Ray
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=base_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_http_ok(f"{self.dashboard}/api/version", 120, self.proc, ray_auth_headers())
+
+    def config(self, **overrides) -> dict:
+        """The project's serve config with this cluster's HTTP port and the bench's settings.
+
+        overrides: env (extra env vars for the app), model_max_ongoing / ingress_max_ongoing.
+        """
+        cfg = copy.deepcopy(self.base_config)
+        cfg.setdefault("http_options", {}).update(host="127.0.0.1", port=self.http_port)
+        env = app_env(self.database_url, **overrides.get("env", {}))
+        for app in cfg["applications"]:
+            runtime_env = app.setdefault("runtime_env", {})
+            runtime_env.setdefault("env_vars", {}).update(env)
+            for dep in app.get("deployments", []):
+                key = {"SentimentModel": "model_max_ongoing", "APIIngress": "ingress_max_ongoing"}
+                value = overrides.get(key.get(dep["name"], ""))
+                if value is not None:
+                    dep["max_ongoing_requests"] = value
+                    # Serve refuses a target above the cap; keep autoscaling meaningful.
+                    auto = dep.get("autoscaling_config")
+                    if auto and auto.get("target_ongoing_requests", 0) > value:
+                        auto["target_ongoing_requests"] = value
+        return cfg
+
+    def deploy(self, cfg: dict, timeout_s: float = 240) -> None:
+        path = self.workdir / "serve_config.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        subprocess.run(
+            [str(BIN / "serve"), "deploy", str(path), "-a", self.dashboard],
+            cwd=REPO, env=base_env(), check=True, capture_output=True,
+        )  # fmt: skip
+        self.wait_running(timeout_s)
+
+    def wait_running(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                resp = httpx.get(
+                    f"{self.dashboard}/api/serve/applications/",
+                    timeout=10,
+                    headers=ray_auth_headers(),
+                )
+                apps = resp.json().get("applications", {})
+                status = {name: app.get("status") for name, app in apps.items()}
+                deps = [d for app in apps.values() for d in app.get("deployments", {}).values()]
+                if status and all(s == "RUNNING" for s in status.values()) and all(
+                    d.get("status") == "HEALTHY" for d in deps
+                ):
+                    wait_http_ok(f"{self.url}/health", max(5, deadline - time.monotonic()))
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"Serve application not running after {timeout_s}s: {status}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, grace_s=60)
+            self.proc = None
+
+    def __enter__(self) -> RayServe:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="sentiment-bench-") as tmp:
+        yield Path(tmp)
