@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= serve_config.yaml
+# Ray's CLI needs token auth for local clusters; the model files ship in a PyPI package.
+export RAY_AUTH_MODE ?= token
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
 
 .PHONY: setup setup-dev migrate run test
 
 $(BIN)/.runtime: requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
@@ -19,9 +22,11 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 setup: $(BIN)/.runtime
 setup-dev: $(BIN)/.dev
 
+# Schema of the database in DATABASE_URL (default: ./sentiment.db, SQLite).
 migrate: setup
 	$(BIN)/alembic upgrade head
 
+# Serve on http://127.0.0.1:8000 in the foreground; Ctrl-C stops it and its local Ray cluster.
 run: migrate
 	$(BIN)/serve run $(CONFIG)
 

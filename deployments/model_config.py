@@ -1,0 +1,31 @@
+"""The SentimentModel's user_config: validated, with the defaults the code ships."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelConfig(BaseModel):
+    """Keys accepted in the SentimentModel deployment's `user_config`.
+
+    Unknown keys are refused so that a misspelt knob fails the update loudly instead of
+    being ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_dir: str = "default"  # "default" = packaged encoder + models/default/ layers
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
+    max_length: int = Field(128, ge=8, le=4096)
+    cache_size: int = Field(4096, ge=0)  # 0 disables the result cache
+    device: str | None = None  # None: CUDA when the replica has a GPU, else CPU
+
+    @classmethod
+    def from_user_config(cls, user_config: dict | None) -> "ModelConfig":
+        return cls.model_validate(user_config or {})
+
+    @property
+    def model_key(self) -> tuple:
+        """What identifies the loaded model: a change means reloading it."""
+        return (self.model_dir, self.max_length, self.device)

@@ -1,0 +1,136 @@
+"""SentimentModel: the Ray Serve deployment that runs the classifier in batches.
+
+Each handle call (`classify(texts)`, one per HTTP request) fans its texts into a
+`@serve.batch` method, so texts from concurrent requests share one forward pass.
+Answers for recently seen texts come from a per-replica LRU cache. Everything that
+may change at run time (model directory, batch knobs, cache size) arrives through
+`user_config` and is applied in place by `reconfigure`, without restarting the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+
+import ray
+from ray import serve
+
+from deployments.model_config import ModelConfig
+from deployments.prediction_cache import PredictionCache, normalize_text
+from serve_app.classifier import Prediction, SentimentClassifier
+
+logger = logging.getLogger("ray.serve")
+
+# Measured on 2 CPU cores (see serve_config.yaml): the default of 5 ongoing requests caps
+# each batch at 5 texts; 64 lets @serve.batch fill batches of 10-30 under load.
+MODEL_MAX_ONGOING_REQUESTS = 64
+MODEL_MAX_QUEUED_REQUESTS = 256
+
+
+def _assigned_cpus() -> int:
+    """Whole CPUs Ray reserved for this replica (at least 1): the torch thread count."""
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except Exception:  # outside a Ray worker (unit use)
+        cpus = 1.0
+    return max(1, int(round(cpus)))
+
+
+@serve.deployment(
+    name="SentimentModel",
+    max_ongoing_requests=MODEL_MAX_ONGOING_REQUESTS,
+    max_queued_requests=MODEL_MAX_QUEUED_REQUESTS,
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+class SentimentModel:
+    def __init__(self) -> None:
+        threads = _assigned_cpus()
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)
+        self._classifier: SentimentClassifier | None = None
+        self._config: ModelConfig | None = None
+        self._load_error: str | None = None
+        self._cache = PredictionCache(0)
+        self._batch_sizes: Counter[int] = Counter()
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply a new user_config in place.
+
+        Batch knobs and cache size change immediately. A new model directory is loaded
+        beside the serving one and swapped in only once it loaded; if it fails, the old
+        model keeps serving, the failure is kept for /health and stats, and the error is
+        raised so Serve reports the failed update in `serve status`.
+        """
+        config = ModelConfig.from_user_config(user_config)
+        self._classify_batch.set_max_batch_size(config.max_batch_size)
+        self._classify_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self._cache.resize(config.cache_size)
+
+        if self._classifier is None or config.model_key != self._config.model_key:
+            try:
+                classifier = await asyncio.to_thread(
+                    SentimentClassifier.load,
+                    config.model_dir,
+                    device=config.device,
+                    max_length=config.max_length,
+                )
+            except Exception as exc:
+                self._load_error = f"loading model {config.model_dir!r} failed: {exc}"
+                logger.exception("Keeping the serving model: %s", self._load_error)
+                raise
+            self._classifier = classifier
+            self._cache.clear()  # cached answers belong to the old model
+            self._load_error = None
+            logger.info("Serving model %s", classifier.model_version)
+        self._config = config
+
+    async def classify(self, texts: list[str]) -> list[Prediction]:
+        """Handle entry point: predictions for `texts`, in order."""
+        keys = [normalize_text(t) for t in texts]
+        results: list[Prediction | None] = [self._cache.get(k) for k in keys]
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            computed = await asyncio.gather(*(self._classify_batch(keys[i]) for i in missing))
+            for i, prediction in zip(missing, computed):
+                results[i] = prediction
+                self._cache.put(keys[i], prediction)
+        return results  # type: ignore[return-value]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _classify_batch(self, texts: list[str]) -> list[Prediction]:
+        classifier = self._classifier
+        # In a worker thread: torch releases the GIL, so the replica's event loop keeps
+        # accepting requests and the next batch fills while this one runs.
+        predictions = await asyncio.to_thread(classifier.predict, texts)
+        self._batch_sizes[len(texts)] += 1
+        return predictions
+
+    def check_health(self) -> None:
+        if self._classifier is None:
+            raise RuntimeError(self._load_error or "no model loaded")
+
+    def stats(self) -> dict:
+        """Replica introspection for operators and tests: batch sizes seen, cache, model."""
+        return {
+            "replica_id": serve.get_replica_context().replica_id.unique_id,
+            "model_version": self._classifier.model_version if self._classifier else None,
+            "labels": list(self._classifier.labels) if self._classifier else [],
+            "load_error": self._load_error,
+            "batch_sizes": dict(self._batch_sizes),
+            "max_batch_size": self._classify_batch._get_max_batch_size(),
+            "batch_wait_timeout_s": self._classify_batch._get_batch_wait_timeout_s(),
+            "cache": self._cache.stats(),
+            "torch_threads": _torch_threads(),
+        }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
