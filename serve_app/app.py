@@ -29,6 +29,7 @@ from serve_app.db import (
 from serve_app.deps import Classify, Services
 from serve_app.errors import install_error_handlers
 from serve_app.ratelimit import RateLimits, create_rate_limiter
+from serve_app.schemas import ErrorResponse
 from serve_app.security import TokenCodec, resolve_secret_key
 from serve_app.settings import Settings, get_settings
 
@@ -107,6 +108,11 @@ def create_app(classify: Classify, settings: Settings | None = None) -> FastAPI:
         description="Sentiment analysis with a logged history per user. Log in at "
                     "`POST /auth/token`, then send `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        responses={
+            400: {"model": ErrorResponse, "description": "Body not decodable"},
+            413: {"model": ErrorResponse, "description": "Request body too large"},
+            503: {"model": ErrorResponse, "description": "Database or model unavailable"},
+        },
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)

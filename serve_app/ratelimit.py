@@ -142,6 +142,9 @@ class RateLimits:
         return await self.backend.acquire(f"predict:{user_id}", cost=texts, rate=rate, burst=burst)
 
     def _login_buckets(self, username: str, client: str):
+        # No real username is longer than 64 characters: longer ones share one bucket, so a
+        # flood of huge names cannot grow the key space.
+        username = username[:65]
         for key, (rate, burst) in ((f"login-user:{username}", self._login_user),
                                    (f"login-client:{client}", self._login_client)):
             if rate > 0:

@@ -18,17 +18,20 @@ MIN_SECRET_KEY_CHARS = 32
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    env: Literal["development", "production"] = "development"
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses to start without a strong SECRET_KEY")
 
     # Database
-    database_url: str = "sqlite+aiosqlite:///./sentiment.db"
+    database_url: str = Field("sqlite+aiosqlite:///./sentiment.db",
+                              description="sqlite+aiosqlite:///... or mysql+aiomysql://user:pw@host/db")
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout_seconds: float = Field(10.0, gt=0)
     db_connect_timeout_seconds: int = Field(5, ge=1)
 
     # Auth
-    secret_key: SecretStr | None = None
+    secret_key: SecretStr | None = Field(
+        None, description="JWT signing key, >= 32 chars in production; generated in development")
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_expire_minutes: int = Field(30, ge=1)
 
@@ -38,7 +41,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
     # Prediction log (group commit). Disabling it is only for benchmarks of the model path.
-    prediction_logging: bool = True
+    prediction_logging: bool = Field(True, description="false only for model-path benchmarks")
     prediction_log_max_batch: int = Field(512, ge=1)
     prediction_log_timeout_seconds: float = Field(15.0, gt=0)
 
@@ -50,10 +53,10 @@ class Settings(BaseSettings):
     # a rate of 0 disables that limit. REDIS_URL shares the buckets between ingress replicas.
     redis_url: str | None = None
     rate_limit_key_prefix: str = "sentiment:ratelimit:"
-    predict_rate_per_second: float = Field(1000.0, ge=0)  # texts per second per user
-    predict_burst: int = Field(2000, ge=1)  # bucket size in texts
-    login_max_failures_per_username: int = Field(10, ge=0)
-    login_max_failures_per_client: int = Field(100, ge=0)
+    predict_rate_per_second: float = Field(1000.0, ge=0, description="texts/s per user; 0 = off")
+    predict_burst: int = Field(2000, ge=1, description="bucket size in texts")
+    login_max_failures_per_username: int = Field(10, ge=0, description="per window; 0 = off")
+    login_max_failures_per_client: int = Field(100, ge=0, description="per window; 0 = off")
     login_failure_window_seconds: float = Field(300.0, gt=0)
 
     @property
