@@ -98,6 +98,6 @@ class TokenCodec:
             username = claims["name"]
         except (JWTError, KeyError, ValueError, TypeError) as err:
             raise InvalidTokenError(str(err)) from err
-        if user_id < 1 or not isinstance(username, str):
+        if not 1 <= user_id < 2**31 or not isinstance(username, str):  # users.id is INTEGER
             raise InvalidTokenError("malformed claims")
         return TokenUser(id=user_id, username=username)

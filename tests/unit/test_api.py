@@ -187,3 +187,12 @@ async def test_openapi_documents_every_route_and_its_auth(client):
     for path in ["/auth/", "/auth/token", "/health", "/info"]:
         assert path in schema["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_with_prediction_logging_off_nothing_is_written(client_with, register):
+    async with client_with(prediction_logging=False) as unlogged:
+        someone = await register(unlogged)
+        response = await unlogged.post("/predict", headers=someone.headers, json={"text": "fast"})
+        assert response.status_code == 200
+        assert response.json()["id"] is None
+        assert (await unlogged.get("/data", headers=someone.headers)).json() == []

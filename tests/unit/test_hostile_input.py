@@ -41,6 +41,7 @@ def forged_tokens(user, secret_key: str) -> dict[str, str]:
         "no expiry": jwt.encode({"sub": str(user.id), "name": user.username}, secret_key, "HS256"),
         "no subject": jwt.encode(claims_for(user, sub=None), secret_key, "HS256"),
         "subject not a user id": jwt.encode(claims_for(user, sub="admin"), secret_key, "HS256"),
+        "subject out of range": jwt.encode(claims_for(user, sub="9" * 25), secret_key, "HS256"),
         "truncated signature": valid[:-4],
     }
 
@@ -48,7 +49,8 @@ def forged_tokens(user, secret_key: str) -> dict[str, str]:
 @pytest.mark.parametrize("attack", [
     "alg none", "alg none, empty signature kept", "signed with another key",
     "algorithm switched to HS512", "algorithm switched to HS384", "tampered payload", "expired",
-    "no expiry", "no subject", "subject not a user id", "truncated signature",
+    "no expiry", "no subject", "subject not a user id", "subject out of range",
+    "truncated signature",
 ])
 async def test_forged_tokens_are_401(client, user, secret_key, attack):
     token = forged_tokens(user, secret_key)[attack]
