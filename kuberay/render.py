@@ -7,6 +7,8 @@ them in the RayService. The only changes are the ones a Kubernetes cluster needs
 * ``http_options.host`` / ``http_options.port`` -> ``0.0.0.0:80``: the proxies must be
   reachable from the ``sentiment-service`` LoadBalancer, and KubeRay keeps only the port
   number of that Service's ``serve`` port, so the proxies listen on the Service port itself.
+* ``proxy_location`` -> ``EveryNode``: the Service sends traffic to the worker pods
+  (``excludeHeadPodFromServeSvc``), so every node runs a proxy, whatever the local default.
 * ``DATABASE_URL`` / ``SECRET_KEY`` set literally in a ``runtime_env`` are dropped: on the
   cluster they come from the ``sentiment-secrets`` Secret through the pod environment, and a
   literal value would override it (``${VAR}`` references to the environment are kept).
@@ -38,6 +40,7 @@ SOURCES: dict[str, str] = {
 
 RAYSERVICE_NAME = "sentiment"
 CLUSTER_HTTP_OPTIONS = {"host": "0.0.0.0", "port": 80}
+CLUSTER_PROXY_LOCATION = "EveryNode"
 SECRET_ENV_NAMES = ("DATABASE_URL", "SECRET_KEY")
 PATCH_FILE = "serve-config.yaml"
 
@@ -60,6 +63,7 @@ _Dumper.add_representer(_Literal, _literal_representer)
 def cluster_serve_config(source: dict[str, Any]) -> dict[str, Any]:
     """The Serve config as the cluster runs it (see the module docstring for the changes)."""
     config = copy.deepcopy(source)
+    config["proxy_location"] = CLUSTER_PROXY_LOCATION
     http_options = dict(config.get("http_options") or {})
     http_options.update(CLUSTER_HTTP_OPTIONS)
     config["http_options"] = http_options
@@ -79,6 +83,8 @@ def cluster_serve_config(source: dict[str, Any]) -> dict[str, Any]:
 def serve_config_v2(overlay: str, repo_root: Path = REPO_ROOT) -> str:
     """The ``serveConfigV2`` string for ``overlay``."""
     source_path = repo_root / SOURCES[overlay]
+    if not source_path.is_file():
+        raise FileNotFoundError(f"{source_path}: the Serve config of the {overlay} overlay is missing")
     source = yaml.safe_load(source_path.read_text())
     if not isinstance(source, dict) or not source.get("applications"):
         raise ValueError(f"{source_path} is not a Serve config with applications")
@@ -119,7 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if an overlay is stale")
     args = parser.parse_args(argv)
-    if args.check:
+    try:
+        return _run(check=args.check)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(*, check: bool) -> int:
+    if check:
         stale = stale_overlays()
         for overlay in stale:
             print(f"stale: {patch_path(overlay)} (run python -m kuberay.render)", file=sys.stderr)

@@ -51,7 +51,11 @@ def test_serve_config_v2_is_the_source_config_with_cluster_http_options(overlay)
     embedded = yaml.safe_load(rayservice(overlay)["spec"]["serveConfigV2"])
     source = yaml.safe_load((REPO_ROOT / render.SOURCES[overlay]).read_text())
     assert embedded["http_options"] == {**(source.get("http_options") or {}), **render.CLUSTER_HTTP_OPTIONS}
+    assert embedded["proxy_location"] == "EveryNode"
     assert embedded["applications"] == render.cluster_serve_config(source)["applications"]
+    unchanged = ("proxy_location", "http_options", "applications")
+    assert {k: v for k, v in embedded.items() if k not in unchanged} == {
+        k: v for k, v in source.items() if k not in unchanged}
     names = [app["name"] for app in embedded["applications"]]
     assert "sentiment" in names
     (app,) = [app for app in embedded["applications"] if app["name"] == "sentiment"]
@@ -72,6 +76,7 @@ def test_literal_secrets_are_dropped_and_environment_references_kept():
     }
     out = render.cluster_serve_config(source)
     assert out["http_options"] == {"host": "0.0.0.0", "port": 80, "request_timeout_s": 30}
+    assert out["proxy_location"] == "EveryNode"
     assert out["applications"][0]["runtime_env"]["env_vars"] == {
         "SECRET_KEY": "${SECRET_KEY}", "MAX_TEXT_CHARS": "5000"}
     assert source["http_options"]["port"] == 8000, "the source config must not be modified"
