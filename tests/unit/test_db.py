@@ -165,8 +165,6 @@ class TcpProxy:
 @pytest.fixture
 async def proxied_database_url(database_url):
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        pytest.skip("an embedded SQLite file cannot become unreachable")
     proxy = TcpProxy(url.host, url.port or 3306)
     await proxy.start()
     yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
@@ -174,6 +172,9 @@ async def proxied_database_url(database_url):
         await proxy.cut()
 
 
+# A networked database only: an embedded SQLite file cannot become unreachable.
+@pytest.mark.mysql
+@pytest.mark.parametrize("database_url", ["mysql"], indirect=True)
 async def test_database_outage_gives_503_then_recovers_without_restart(
         proxied_database_url, client_with, register):
     proxy, url = proxied_database_url
