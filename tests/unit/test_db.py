@@ -215,3 +215,30 @@ async def test_rows_of_a_deleted_user_are_refused_with_401(client, user):
         count = await session.scalar(select(func.count()).select_from(Prediction)
                                      .where(Prediction.user_id == user.id))
     assert count == 0
+
+
+async def test_concurrent_http_predictions_share_commits_and_each_answer_is_committed(
+        classify, client_with, register):
+    requests = 20
+    together = asyncio.Barrier(requests)
+
+    async def classify_in_step(texts):
+        # The real model, with the answers released at once: the requests then reach the log
+        # together, as they do under load.
+        predictions = await classify(texts)
+        await together.wait()
+        return predictions
+
+    async with client_with(classify_fn=classify_in_step) as api:
+        someone = await register(api)
+        prediction_log = api.app.state.services.prediction_log
+        before = prediction_log.transactions
+        responses = await asyncio.gather(*(
+            api.post("/predict", headers=someone.headers, json={"text": f"request {i}"})
+            for i in range(requests)))
+        assert [r.status_code for r in responses] == [200] * requests
+        assert prediction_log.transactions - before < requests
+        ids = [r.json()["id"] for r in responses]
+        async with api.app.state.services.sessions() as session:
+            texts = set(await session.scalars(select(Prediction.text).where(Prediction.id.in_(ids))))
+        assert texts == {f"request {i}" for i in range(requests)}
