@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 
 from jose import JWTError, jwt
 from passlib.context import CryptContext
@@ -58,12 +60,36 @@ def resolve_secret_key(settings: Settings) -> str:
         return key
     if key:
         return key
-    key = secrets.token_urlsafe(48)
-    log.warning(
-        "SECRET_KEY is not set: generated a development key for this process: %s "
-        "(tokens will not survive a restart or work across replicas; set SECRET_KEY)", key
-    )
+    path = Path(settings.dev_secret_key_file)
+    try:
+        key, created = _shared_dev_key(path)
+        where = f"{'generated' if created else 'read'} {path}"
+    except OSError as err:
+        key, where = secrets.token_urlsafe(48), f"this process only ({path}: {err})"
+    log.warning("SECRET_KEY is not set: using a development key (%s): %s. Set SECRET_KEY "
+                "outside development.", where, key)
     return key
+
+
+def _shared_dev_key(path: Path) -> tuple[str, bool]:
+    """One development key per working directory, so every local replica signs alike.
+
+    Written to a private temporary file and hard-linked into place: a replica either
+    creates the whole file or finds it complete, never half written."""
+    if path.is_file():
+        return path.read_text().strip(), False
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+        os.link(tmp, path)
+        created = True
+    except FileExistsError:
+        created = False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip(), created
 
 
 class InvalidTokenError(Exception):

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Auth
     secret_key: SecretStr | None = Field(
         None, description="JWT signing key, >= 32 chars in production; generated in development")
+    dev_secret_key_file: str = Field(
+        ".sentiment-dev-secret-key",
+        description="development without SECRET_KEY: key shared by the local replicas")
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_expire_minutes: int = Field(30, ge=1)
 

@@ -119,14 +119,30 @@ async def test_production_starts_with_a_strong_secret_key(database_url, classify
         assert app.state.services.settings.is_production
 
 
-async def test_development_generates_a_key_and_logs_it(database_url, classify, caplog):
-    app = create_app(classify, Settings(env="development", database_url=database_url,
-                                        secret_key=None))
+async def test_development_generates_one_key_shared_by_local_replicas(
+        database_url, classify, caplog, tmp_path):
+    settings = Settings(env="development", database_url=database_url, secret_key=None,
+                        dev_secret_key_file=str(tmp_path / "dev-key"))
+    first, second = create_app(classify, settings), create_app(classify, settings)
+    with caplog.at_level(logging.WARNING, logger="serve_app.security"):
+        async with first.router.lifespan_context(first), second.router.lifespan_context(second):
+            token = first.state.services.tokens.encode(security.TokenUser(1, "someone"))
+            assert second.state.services.tokens.decode(token).username == "someone"
+    key = (tmp_path / "dev-key").read_text()
+    assert len(key) >= 32
+    assert f"generated {tmp_path / 'dev-key'}" in caplog.text and key in caplog.text
+    assert (tmp_path / "dev-key").stat().st_mode & 0o077 == 0  # private to its owner
+
+
+async def test_development_without_a_writable_key_file_still_starts(database_url, classify, caplog):
+    settings = Settings(env="development", database_url=database_url, secret_key=None,
+                        dev_secret_key_file="/proc/no-such-dir/dev-key")
+    app = create_app(classify, settings)
     with caplog.at_level(logging.WARNING, logger="serve_app.security"):
         async with app.router.lifespan_context(app):
             token = app.state.services.tokens.encode(security.TokenUser(1, "someone"))
-            assert app.state.services.tokens.decode(token).username == "someone"
-    assert "generated a development key" in caplog.text
+            assert app.state.services.tokens.decode(token).id == 1
+    assert "this process only" in caplog.text
 
 
 async def test_failed_logins_are_limited_per_username(client_with, register):
