@@ -1,9 +1,10 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, one fresh context per test.
 
 Playwright's own browser download cannot run offline, so the system Chromium is launched
-directly. The async API shares pytest-asyncio's session loop with the rest of the suite (the sync
-API would hold its own loop open in the main thread and break every async test after it). Screenshots are written under each test's tmp_path; the last one is attached to the
-report: a junit `<property name="screenshot">` and a `[[ATTACHMENT|path]]` line in the test's
+directly. The async API shares pytest-asyncio's session loop with the rest of the suite (the
+sync API would hold its own loop open in the main thread and break every async test after it).
+
+Screenshots are written under each test's tmp_path; the last one is attached to the report: a junit `<property name="screenshot">` and a `[[ATTACHMENT|path]]` line in the test's
 captured output (shown by `-rP`, and in junit `system-out` with `-o junit_logging=system-out`,
 where Jenkins and GitLab pick it up as an attachment).
 """
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+INTEGRATION_DIR = Path(__file__).resolve().parents[1] / "integration"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -108,18 +111,28 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session")
-def service_url(tmp_path_factory) -> Iterator[str]:
-    """Base URL of the running service: SERVICE_URL if set (an existing deployment), else the
-    real app under uvicorn on a fresh SQLite database."""
+def service_url(request) -> Iterator[str]:
+    """Base URL of the running service under test.
+
+    SERVICE_URL, when set, points the tests at an existing deployment. Otherwise the suite's
+    shared Ray Serve instance (`serve_instance`) when that fixture is registered for the whole
+    suite, else a Ray Serve instance of this session's own, started the same way.
+    """
     if os.environ.get("SERVICE_URL"):
         yield os.environ["SERVICE_URL"].rstrip("/")
         return
-    from tests.web.uvicorn_service import uvicorn_service
+    try:
+        instance = request.getfixturevalue("serve_instance")
+    except pytest.FixtureLookupError:
+        instance = None
+    if instance is not None:
+        yield instance.url
+        return
+    sys.path.insert(0, str(INTEGRATION_DIR))
+    from serve_stack import start_serve
 
-    directory = tmp_path_factory.mktemp("ui-service")
-    with uvicorn_service(f"sqlite+aiosqlite:///{directory / 'sentiment.db'}",
-                         directory / "uvicorn.log") as url:
-        yield url
+    with start_serve(database="sqlite") as own_instance:
+        yield own_instance.url
 
 
 @pytest.fixture(scope="session")
