@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
@@ -39,7 +40,13 @@ class APIIngress:
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
         try:
-            return await self._model.classify.remote(texts)
+            try:
+                return await self._model.classify.remote(texts)
+            except (ActorDiedError, ActorUnavailableError):
+                # The replica died with this request on it. Classifying is idempotent (the
+                # answer is logged here, after the call), so send it once more: the router
+                # has dropped the dead replica and picks a live one.
+                return await self._model.classify.remote(texts)
         except BackPressureError as exc:
             # The model's queue is full: shed load now (503) rather than time out later.
             retry_after = math.ceil(exc.retry_after_s or MODEL_BUSY_RETRY_AFTER_S)
