@@ -31,10 +31,9 @@ MODEL_MAX_QUEUED_REQUESTS = 256
 
 def _assigned_cpus() -> int:
     """Whole CPUs Ray reserved for this replica (at least 1): the torch thread count."""
-    try:
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    except Exception:  # outside a Ray worker (unit use)
-        cpus = 1.0
+    if not ray.is_initialized():  # in-process use; never connect to some cluster here
+        return 1
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     return max(1, int(round(cpus)))
 
 
@@ -83,7 +82,8 @@ class SentimentModel:
             except Exception as exc:
                 self._load_error = f"loading model {config.model_dir!r} failed: {exc}"
                 logger.exception("Keeping the serving model: %s", self._load_error)
-                raise
+                # Name the directory: this message is what `serve status` shows operators.
+                raise RuntimeError(self._load_error) from exc
             self._classifier = classifier
             self._cache.clear()  # cached answers belong to the old model
             self._load_error = None

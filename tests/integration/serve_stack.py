@@ -182,7 +182,10 @@ class ServeInstance:
         return app.deployments[MODEL].replica_states.get("RUNNING", 0)
 
     def model_stats(self, probes: int = 12) -> dict[str, dict]:
-        """`SentimentModel.stats()` of every replica the handle reaches, by replica id."""
+        """`SentimentModel.stats()` of every replica the handle reaches, by replica id.
+
+        Blocking (needs driver()); from async code run it in a thread.
+        """
         from ray import serve
 
         handle = serve.get_deployment_handle(MODEL, app_name=APP_NAME)
@@ -201,6 +204,7 @@ def start_serve(
     *,
     deployments: dict[str, dict] | None = None,
     env: dict[str, str] | None = None,
+    cluster_env: dict[str, str] | None = None,
     database: str = "sqlite",
     num_cpus: int = 2,
     source: Path = SERVE_CONFIG,
@@ -211,12 +215,14 @@ def start_serve(
     `deployments` maps a deployment name to options deep-merged into its config entry
     (e.g. `{"SentimentModel": {"autoscaling_config": {"upscale_delay_s": 1}}}`); `env` adds
     application env vars (a fixed SECRET_KEY is always set, so tokens work on every ingress
-    replica). Raises BackendUnavailable when `database="mysql"` and MariaDB is unreachable.
+    replica); `cluster_env` goes to the Ray processes themselves (e.g. Serve's own
+    RAY_SERVE_* switches, read by the controller and proxies). Raises BackendUnavailable when `database="mysql"` and MariaDB is unreachable.
     """
     with tempfile.TemporaryDirectory(prefix="sentiment-it-", dir=workdir) as tmp:
         tmp_path = Path(tmp)
         with fresh_database(database, tmp_path) as database_url:
-            cluster = LocalRayCluster(num_cpus=num_cpus, log_dir=tmp_path / "logs")
+            cluster = LocalRayCluster(num_cpus=num_cpus, env=cluster_env,
+                                      log_dir=tmp_path / "logs")
             app_env = {"DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48),
                        **(env or {})}
             config = build_config(port=cluster.serve_port, env=app_env,

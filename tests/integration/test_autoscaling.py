@@ -61,7 +61,7 @@ async def test_model_scales_out_under_load_and_back_in_after(start_serve):
                     answered += 1
 
             with instance.driver():
-                assert instance.model_replica_count() == 1
+                assert await asyncio.to_thread(instance.model_replica_count) == 1
                 up: list = []
                 down: list = []
                 load = [asyncio.create_task(closed_loop_client(n)) for n in range(CLIENTS)]

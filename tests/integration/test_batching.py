@@ -26,13 +26,13 @@ async def test_concurrent_requests_share_model_batches(serve_instance):
     async with serve_instance.client() as client:
         user = await signup_and_login(client, prefix="batch")
         with serve_instance.driver():
-            before = serve_instance.model_stats()
+            before = await asyncio.to_thread(serve_instance.model_stats)
             run = uuid.uuid4().hex[:8]  # unique texts: no answer may come from the cache
             responses = await asyncio.gather(*(
                 client.post("/predict", headers=user.headers,
                             json={"text": f"request {i} of run {run}: the food was fine"})
                 for i in range(CONCURRENT_REQUESTS)))
-            after = serve_instance.model_stats()
+            after = await asyncio.to_thread(serve_instance.model_stats)
 
     assert [r.status_code for r in responses] == [200] * CONCURRENT_REQUESTS
     batches = batch_histogram(after) - batch_histogram(before)
