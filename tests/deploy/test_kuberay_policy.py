@@ -130,12 +130,21 @@ def test_credentials_come_from_the_secret_only(overlay):
 
 
 def test_secret_example_holds_placeholders_only():
-    secret = yaml.safe_load((KUBERAY_DIR / "secret.example.yaml").read_text())
-    assert secret["metadata"]["name"] == SECRET_NAME
-    assert set(secret["stringData"]) >= {"DATABASE_URL", "SECRET_KEY", "REDIS_PASSWORD"}
-    for key, value in secret["stringData"].items():
-        assert "CHANGE_ME" in value, key
-    assert "data" not in secret
+    secrets = {s["metadata"]["name"]: s for s in
+               yaml.safe_load_all((KUBERAY_DIR / "secret.example.yaml").read_text())}
+    assert set(secrets) == {SECRET_NAME, "sentiment-ray-auth"}
+    assert set(secrets[SECRET_NAME]["stringData"]) >= {"DATABASE_URL", "SECRET_KEY", "REDIS_PASSWORD"}
+    assert set(secrets["sentiment-ray-auth"]["stringData"]) == {"auth_token"}
+    for secret in secrets.values():
+        assert "data" not in secret
+        for key, value in secret["stringData"].items():
+            assert "CHANGE_ME" in value, key
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ray_token_auth_uses_the_example_secret(overlay):
+    auth = rayservice(overlay)["spec"]["rayClusterConfig"]["authOptions"]
+    assert auth == {"mode": "token", "secretName": "sentiment-ray-auth"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -40,8 +40,11 @@ def test_ray_pod_templates_are_valid_pods(overlay):
         validate(pod)
 
 
-def test_secret_example_is_a_valid_secret():
-    validate(yaml.safe_load((KUBERAY_DIR / "secret.example.yaml").read_text()))
+def test_secret_example_holds_valid_secrets():
+    secrets = list(yaml.safe_load_all((KUBERAY_DIR / "secret.example.yaml").read_text()))
+    assert len(secrets) == 2
+    for secret in secrets:
+        validate(secret)
 
 
 def test_a_misspelt_core_field_is_refused():
