@@ -23,6 +23,10 @@ from serve_app.db import upgrade_to_head
 from serve_app.deps import Classify
 from serve_app.settings import Settings
 
+# The shared Ray Serve instances (serve_instance, mysql_serve_instance, start_serve): one per
+# session for every test directory that needs one.
+pytest_plugins = ["integration.serve_fixtures"]
+
 IN_CI = bool(os.environ.get("CI"))
 MYSQL_SERVER_URL = os.environ.get("TEST_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306")
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -24,41 +24,5 @@ wait), `driver()` (connect this process as a Ray driver: `serve.status()`, handl
 Teardown ends only the instance's own process tree and drops its database; never `ray stop`.
 """
 
-from __future__ import annotations
-
-import os
-from collections.abc import Callable, Iterator
-
-import pytest
-
-from serve_stack import BackendUnavailable, ServeInstance, check_mysql
-from serve_stack import start_serve as _start_serve
-
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI is set: this backend is required)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def start_serve() -> Callable:
-    return _start_serve
-
-
-@pytest.fixture(scope="session")
-def serve_instance() -> Iterator[ServeInstance]:
-    with _start_serve(database="sqlite") as instance:
-        yield instance
-
-
-@pytest.fixture(scope="session")
-def mysql_serve_instance() -> Iterator[ServeInstance]:
-    try:
-        check_mysql()
-    except BackendUnavailable as exc:
-        _unavailable(str(exc))
-    with _start_serve(database="mysql") as instance:
-        yield instance
+# The fixtures themselves live in serve_fixtures.py, a plugin registered by tests/conftest.py,
+# so that the web tests share the same session instance.
