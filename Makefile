@@ -8,7 +8,7 @@ export RAY_AUTH_MODE ?= token
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup setup-dev migrate run test
+.PHONY: setup setup-dev migrate run test bench load
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,12 @@ run: migrate
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Ours against the naive baseline in one run (~8 min on 2 cores): table + bench/results.json.
+bench: setup-dev
+	$(BIN)/python -m bench.run_bench $(BENCH_ARGS)
+
+# 500 locust users against a running service (`make run`): bench/load.json.
+LOAD_HOST ?= http://127.0.0.1:8000
+load: setup-dev
+	$(BIN)/python -m bench.run_load --host $(LOAD_HOST) $(LOAD_ARGS)

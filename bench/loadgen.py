@@ -9,6 +9,7 @@ servers are not flattered by dropping their slowest requests.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,9 +28,9 @@ SAMPLE_TEXTS = [
 ]
 
 
-def text_for(i: int) -> str:
-    """Distinct texts so the model's result cache cannot answer the load from memory."""
-    return f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} (review {i})"
+def text_for(i: int, tag: str = "") -> str:
+    """Distinct texts (per i and tag) so the result cache cannot answer the load from memory."""
+    return f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} (review {tag}{i})"
 
 
 @dataclass
@@ -84,17 +85,26 @@ async def run_closed_loop(
     texts_per_request: int = 1,
     warmup_s: float = 1.0,
     timeout_s: float = 120.0,
+    text_pool: int | None = None,
 ) -> LoadResult:
-    """Drive `route` ("/predict" or "/predict/batch") with `concurrency` closed-loop clients."""
+    """Drive `route` ("/predict" or "/predict/batch") with `concurrency` closed-loop clients.
+
+    Texts are unique to this run unless `text_pool` is given: then they cycle through that
+    many distinct texts (to measure the result cache).
+    """
     headers = {"Authorization": f"Bearer {token}"}
+    tag = f"{secrets.token_hex(3)}-"
     counter = 0
+
+    def text(i: int) -> str:
+        return text_for(i % text_pool if text_pool else i, tag)
 
     def next_body() -> dict:
         nonlocal counter
         counter += texts_per_request
         if route == "/predict":
-            return {"text": text_for(counter)}
-        return {"texts": [text_for(counter + k) for k in range(texts_per_request)]}
+            return {"text": text(counter)}
+        return {"texts": [text(counter + k) for k in range(texts_per_request)]}
 
     result = LoadResult(route, concurrency, 0, 0, 0, 0.0)
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)

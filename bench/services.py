@@ -101,8 +101,7 @@ def app_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {
         "DATABASE_URL": database_url,
         "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnop",
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
+        "PREDICT_RATE_PER_SECOND": "0",  # 0 disables the per-user limit
     }
     env.update(extra)
     return env
@@ -131,8 +130,15 @@ def baseline_server(workdir: Path, **env_extra: str) -> Iterator[str]:
 class RayServe:
     """A private single-node Ray cluster with our Serve application deployed from a config file."""
 
-    def __init__(self, workdir: Path, config_path: Path = REPO / "serve_config.yaml", num_cpus=2):
+    def __init__(
+        self,
+        workdir: Path,
+        config_path: Path = REPO / "serve_config.yaml",
+        num_cpus: int = 2,
+        cluster_env: dict[str, str] | None = None,
+    ):
         self.workdir = workdir
+        self.cluster_env = cluster_env or {}  # for every Ray process: proxy, controller, replicas
         self.base_config = yaml.safe_load(config_path.read_text())
         self.num_cpus = num_cpus
         self.gcs_port, self.dashboard_port, self.metrics_port, self.http_port = (
@@ -169,7 +175,7 @@ class RayServe:
             cmd += [flag, str(port)]
         log = open(self.workdir / "ray-start.log", "wb")  # noqa: SIM115 - lives as long as Ray
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=base_env(), stdout=log, stderr=subprocess.STDOUT,
+            cmd, cwd=REPO, env=base_env(**self.cluster_env), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         wait_http_ok(f"{self.dashboard}/api/version", 120, self.proc, ray_auth_headers())
@@ -177,7 +183,8 @@ class RayServe:
     def config(self, **overrides) -> dict:
         """The project's serve config with this cluster's HTTP port and the bench's settings.
 
-        overrides: env (extra env vars for the app), model_max_ongoing / ingress_max_ongoing.
+        overrides: env (extra env vars for the app), model_max_ongoing / ingress_max_ongoing,
+        deployments ({deployment name: {option: value}} set on that deployment's entry).
         """
         cfg = copy.deepcopy(self.base_config)
         cfg.setdefault("http_options", {}).update(host="127.0.0.1", port=self.http_port)
@@ -194,28 +201,45 @@ class RayServe:
                     auto = dep.get("autoscaling_config")
                     if auto and auto.get("target_ongoing_requests", 0) > value:
                         auto["target_ongoing_requests"] = value
+                dep.update(overrides.get("deployments", {}).get(dep["name"], {}))
         return cfg
 
+    def applications(self) -> dict:
+        resp = httpx.get(f"{self.dashboard}/api/serve/applications/", timeout=10,
+                         headers=ray_auth_headers())  # fmt: skip
+        resp.raise_for_status()
+        return resp.json().get("applications", {})
+
     def deploy(self, cfg: dict, timeout_s: float = 240) -> None:
+        """`serve deploy` cfg and wait until this deployment (not the previous one) runs."""
         path = self.workdir / "serve_config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        before = {name: app.get("last_deployed_time_s") for name, app in self._apps_or_empty().items()}
         subprocess.run(
             [str(BIN / "serve"), "deploy", str(path), "-a", self.dashboard],
             cwd=REPO, env=base_env(), check=True, capture_output=True,
         )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = {name: app.get("last_deployed_time_s") for name, app in self._apps_or_empty().items()}
+            if now and now != before:
+                break
+            time.sleep(1)
+        time.sleep(2)  # let the controller start rolling replicas before polling their health
         self.wait_running(timeout_s)
+
+    def _apps_or_empty(self) -> dict:
+        try:
+            return self.applications()
+        except (httpx.HTTPError, ValueError):
+            return {}
 
     def wait_running(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         status = None
         while time.monotonic() < deadline:
             try:
-                resp = httpx.get(
-                    f"{self.dashboard}/api/serve/applications/",
-                    timeout=10,
-                    headers=ray_auth_headers(),
-                )
-                apps = resp.json().get("applications", {})
+                apps = self.applications()
                 status = {name: app.get("status") for name, app in apps.items()}
                 deps = [d for app in apps.values() for d in app.get("deployments", {}).values()]
                 if status and all(s == "RUNNING" for s in status.values()) and all(

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 
 import ray
 from ray import serve
 
+from deployments.metrics import ModelMetrics, TimedTokenizer
 from deployments.model_config import ModelConfig
 from deployments.prediction_cache import PredictionCache, normalize_text
 from serve_app.classifier import Prediction, SentimentClassifier
@@ -57,6 +59,8 @@ class SentimentModel:
         self._load_error: str | None = None
         self._cache = PredictionCache(0)
         self._batch_sizes: Counter[int] = Counter()
+        self._metrics = ModelMetrics()
+        self._tokenizer_timer: TimedTokenizer | None = None
 
     async def reconfigure(self, user_config: dict) -> None:
         """Apply a new user_config in place.
@@ -84,6 +88,8 @@ class SentimentModel:
                 logger.exception("Keeping the serving model: %s", self._load_error)
                 # Name the directory: this message is what `serve status` shows operators.
                 raise RuntimeError(self._load_error) from exc
+            # Time tokenization apart from the forward pass (the stage metrics).
+            self._tokenizer_timer = classifier.tokenizer = TimedTokenizer(classifier.tokenizer)
             self._classifier = classifier
             self._cache.clear()  # cached answers belong to the old model
             self._load_error = None
@@ -92,22 +98,32 @@ class SentimentModel:
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
         """Handle entry point: predictions for `texts`, in order."""
+        arrived_at = time.perf_counter()
         keys = [normalize_text(t) for t in texts]
+        hits, misses = self._cache.hits, self._cache.misses
         results: list[Prediction | None] = [self._cache.get(k) for k in keys]
+        self._metrics.record_cache(self._cache.hits - hits, self._cache.misses - misses,
+                                   self._cache.hits, self._cache.misses)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            computed = await asyncio.gather(*(self._classify_batch(keys[i]) for i in missing))
+            computed = await asyncio.gather(
+                *(self._classify_batch(keys[i], arrived_at) for i in missing))
             for i, prediction in zip(missing, computed):
                 results[i] = prediction
                 self._cache.put(keys[i], prediction)
+        self._metrics.record_labels(r.label for r in results)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _classify_batch(self, texts: list[str]) -> list[Prediction]:
+    async def _classify_batch(self, texts: list[str], arrived_at: list[float]) -> list[Prediction]:
         classifier = self._classifier
+        started = time.perf_counter()
         # In a worker thread: torch releases the GIL, so the replica's event loop keeps
         # accepting requests and the next batch fills while this one runs.
         predictions = await asyncio.to_thread(classifier.predict, texts)
+        tokenize_s = self._tokenizer_timer.take_seconds() if self._tokenizer_timer else 0.0
+        self._metrics.record_batch(len(texts), [started - t for t in arrived_at], tokenize_s,
+                                   time.perf_counter() - started)
         self._batch_sizes[len(texts)] += 1
         return predictions
 

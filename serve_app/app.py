@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-__all__ = ["Classify", "create_app", "in_process_classify"]
+__all__ = ["Classify", "LogCommitHook", "create_app", "in_process_classify"]
+
+# (rows, seconds) of each committed prediction-log transaction; how metrics see the database.
+LogCommitHook = Callable[[int, float], None]
 
 
 def in_process_classify(classifier: SentimentClassifier) -> Classify:
@@ -52,7 +55,8 @@ def in_process_classify(classifier: SentimentClassifier) -> Classify:
     return classify
 
 
-async def start_services(classify: Classify, settings: Settings) -> Services:
+async def start_services(classify: Classify, settings: Settings, *,
+                         on_log_commit: LogCommitHook | None = None) -> Services:
     secret_key = resolve_secret_key(settings)  # production without a strong key stops here
     engine = create_engine(settings)
     try:
@@ -64,7 +68,8 @@ async def start_services(classify: Classify, settings: Settings) -> Services:
     prediction_log = None
     if settings.prediction_logging:
         prediction_log = PredictionLog(sessions, max_batch=settings.prediction_log_max_batch,
-                                       timeout_s=settings.prediction_log_timeout_seconds)
+                                       timeout_s=settings.prediction_log_timeout_seconds,
+                                       on_commit=on_log_commit)
         prediction_log.start()
     else:
         log.warning("PREDICTION_LOGGING is off: predictions are not written to the database")
@@ -89,12 +94,14 @@ async def stop_services(services: Services) -> None:
     await services.engine.dispose()
 
 
-def create_app(classify: Classify, settings: Settings | None = None) -> FastAPI:
+def create_app(classify: Classify, settings: Settings | None = None, *,
+               on_log_commit: LogCommitHook | None = None) -> FastAPI:
+    """`on_log_commit(rows, seconds)` is called after each prediction-log transaction (metrics)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await start_services(classify, settings)
+        services = await start_services(classify, settings, on_log_commit=on_log_commit)
         app.state.services = services
         try:
             yield

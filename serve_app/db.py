@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,11 @@ class PredictionLog:
     """
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession], *, max_batch: int = 512,
-                 timeout_s: float = 15.0) -> None:
+                 timeout_s: float = 15.0,
+                 on_commit: Callable[[int, float], None] | None = None) -> None:
         self._session_factory = session_factory
+        # Called with (rows, seconds) after each committed transaction: a metrics hook.
+        self._on_commit = on_commit
         self._max_batch = max_batch
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -226,13 +230,21 @@ class PredictionLog:
     async def _commit(self, group: list[_Pending]) -> None:
         # Fresh ORM objects per attempt: a rolled-back attempt must leave nothing behind.
         written = [[Prediction(**values) for values in pending.rows] for pending in group]
+        started = time.perf_counter()
         async with self._session_factory() as session:
             session.add_all([row for rows in written for row in rows])
             await session.commit()
+        seconds = time.perf_counter() - started
         for pending, rows in zip(group, written, strict=True):
             pending.written = rows
+        count = sum(len(rows) for rows in written)
         self.transactions += 1
-        self.rows_written += sum(len(rows) for rows in written)
+        self.rows_written += count
+        if self._on_commit is not None:
+            try:
+                self._on_commit(count, seconds)
+            except Exception:  # a metrics hook must never fail a committed write
+                log.exception("prediction log: on_commit hook failed")
 
 
 def _settle(group: list[_Pending], error: BaseException | None) -> None:

@@ -37,6 +37,7 @@ class LocalRayCluster:
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.serve_port = free_port()
+        self.metrics_export_port = free_port()  # Ray's Prometheus export (scraped in tests)
         self.env = {
             **os.environ,
             "RAY_AUTH_MODE": "token",
@@ -69,7 +70,7 @@ class LocalRayCluster:
             "--dashboard-agent-listen-port": free_port(),
             "--dashboard-agent-grpc-port": free_port(),
             "--runtime-env-agent-port": free_port(),
-            "--metrics-export-port": free_port(),
+            "--metrics-export-port": self.metrics_export_port,
             "--node-manager-port": free_port(),
             "--object-manager-port": free_port(),
         }
