@@ -168,10 +168,13 @@ class ServeInstance:
         """Connect this process to the cluster as a Ray driver (for serve.status, handles)."""
         import ray
 
+        from ray.serve import context
+
         ray.init(address=self.gcs_address, log_to_driver=False, logging_level="ERROR")
         try:
             yield
         finally:
+            context._set_global_client(None)  # the controller client belongs to this session
             ray.shutdown()
 
     def model_replica_count(self) -> int:
@@ -188,11 +191,17 @@ class ServeInstance:
         """
         from ray import serve
 
-        handle = serve.get_deployment_handle(MODEL, app_name=APP_NAME)
+        handle = serve.get_deployment_handle(MODEL, app_name=APP_NAME).options(
+            method_name="stats")
         found: dict[str, dict] = {}
-        for _ in range(probes):
-            stats = handle.stats.remote().result(timeout_s=60)
-            found[stats["replica_id"]] = stats
+        try:
+            for _ in range(probes):
+                stats = handle.remote().result(timeout_s=60)
+                found[stats["replica_id"]] = stats
+        finally:
+            # A live handle keeps pushing metrics; after ray.shutdown() that would make Ray
+            # auto-connect this process to whichever cluster it finds.
+            handle.shutdown()
         return found
 
     def client(self, **kwargs) -> httpx.AsyncClient:

@@ -43,34 +43,39 @@ async def wait_for_replicas(instance, want: int, timeout_s: float, timeline: lis
     raise AssertionError(f"no {want} RUNNING replicas after {timeout_s}s: {timeline}")
 
 
-async def test_model_scales_out_under_load_and_back_in_after(start_serve):
+@pytest.fixture(scope="module")
+def instance(start_serve):
     with start_serve(deployments=FAST_AUTOSCALING) as instance:
-        async with instance.client(timeout=120) as client:
-            user = await signup_and_login(client, prefix="scale")
-            stop = asyncio.Event()
-            answered = 0
+        yield instance
 
-            async def closed_loop_client(n: int) -> None:
-                nonlocal answered
-                while not stop.is_set():
-                    texts = [f"{uuid.uuid4().hex}: client {n} found film {i} good"
-                             for i in range(8)]
-                    response = await client.post("/predict/batch", json={"texts": texts},
-                                                 headers=user.headers)
-                    assert response.status_code == 200, response.text
-                    answered += 1
 
-            with instance.driver():
-                assert await asyncio.to_thread(instance.model_replica_count) == 1
-                up: list = []
-                down: list = []
-                load = [asyncio.create_task(closed_loop_client(n)) for n in range(CLIENTS)]
-                try:
-                    await wait_for_replicas(instance, 2, timeout_s=120, timeline=up)
-                finally:
-                    stop.set()
-                    await asyncio.gather(*load)
-                await wait_for_replicas(instance, 1, timeout_s=120, timeline=down)
+async def test_model_scales_out_under_load_and_back_in_after(instance):
+    async with instance.client(timeout=120) as client:
+        user = await signup_and_login(client, prefix="scale")
+        stop = asyncio.Event()
+        answered = 0
+
+        async def closed_loop_client(n: int) -> None:
+            nonlocal answered
+            while not stop.is_set():
+                texts = [f"{uuid.uuid4().hex}: client {n} found film {i} good"
+                         for i in range(8)]
+                response = await client.post("/predict/batch", json={"texts": texts},
+                                             headers=user.headers)
+                assert response.status_code == 200, response.text
+                answered += 1
+
+        with instance.driver():
+            assert await asyncio.to_thread(instance.model_replica_count) == 1
+            up: list = []
+            down: list = []
+            load = [asyncio.create_task(closed_loop_client(n)) for n in range(CLIENTS)]
+            try:
+                await wait_for_replicas(instance, 2, timeout_s=120, timeline=up)
+            finally:
+                stop.set()
+                await asyncio.gather(*load)
+            await wait_for_replicas(instance, 1, timeout_s=120, timeline=down)
 
     print(f"\nscale-out timeline (s, replicas): {up}\nscale-in timeline: {down}\n"
           f"requests answered under load: {answered}")
