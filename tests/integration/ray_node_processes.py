@@ -229,7 +229,8 @@ def on_this_machine(config: dict, *, serve_port: int, without_gpus: bool = False
     """The cluster's Serve config with only what this machine forces changed.
 
     The proxies listen on 127.0.0.1 and a free port instead of 0.0.0.0:80 (privileged, and
-    the machine is shared); with `without_gpus`, replicas ask for no GPU (there is none here).
+    the machine is shared); with `without_gpus`, replicas ask for no GPU and the model runs on
+    the CPU (there is no GPU here).
     """
     config = yaml.safe_load(yaml.safe_dump(config))
     config["http_options"].update(host="127.0.0.1", port=serve_port)
@@ -239,6 +240,8 @@ def on_this_machine(config: dict, *, serve_port: int, without_gpus: bool = False
                 options = deployment.get("ray_actor_options") or {}
                 if options.get("num_gpus"):
                     options["num_gpus"] = 0
+                if (deployment.get("user_config") or {}).get("device") == "cuda":
+                    deployment["user_config"]["device"] = "cpu"
     return config
 
 

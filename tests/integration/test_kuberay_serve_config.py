@@ -6,8 +6,8 @@ land on it) and a worker node, each a `ray start` process, the app's environment
 nodes as the pods get it from the Secret, and the schema migrated first as the head's init
 container does. Only what this machine forces differs from the cluster (see `on_this_machine`):
 the proxies listen on 127.0.0.1 and a free port instead of 0.0.0.0:80, and for the gpu overlay
-the model replicas ask for no GPU (there is none here) and the database is a local MariaDB
-database instead of the production MySQL server. Everything else is the overlay's config.
+the model replicas ask for no GPU and run the model on the CPU (there is no GPU here), and the
+database is a local MariaDB database instead of the production MySQL server. Everything else is the overlay's config.
 """
 
 from __future__ import annotations
