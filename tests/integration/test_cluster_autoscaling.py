@@ -134,14 +134,22 @@ def snapshot(cluster: RayNodeProcesses, start: float, phase: str) -> dict:
 
 
 def print_timeline(timeline: list[dict]) -> None:
+    """One line per change of phase, worker nodes or model replicas (sampled every ~1 s)."""
     names: dict[str, str] = {}
+
     def short(node_id: str) -> str:
         return names.setdefault(node_id, f"w{len(names) + 1}")
-    print("\n   t(s)  phase     worker nodes         model replicas (node)")
+
+    print("\n   t(s)  phase   worker nodes    model replicas on")
+    previous = None
     for row in timeline:
+        state = (row["phase"], tuple(row["workers"]), tuple(row["model_replica_nodes"]))
+        if state == previous:
+            continue
+        previous = state
         workers = ",".join(short(w) for w in row["workers"])
         replicas = ",".join(short(n) for n in row["model_replica_nodes"])
-        print(f"{row['t']:7.1f}  {row['phase']:<8}  {len(row['workers'])} [{workers:<14}]  "
+        print(f"{row['t']:7.1f}  {row['phase']:<6}  {len(row['workers'])} [{workers:<9}]   "
               f"{len(row['model_replica_nodes'])} [{replicas}]")
 
 
