@@ -270,3 +270,35 @@ async def test_the_whole_flow_works_from_the_keyboard_with_visible_focus(page, s
     await expect(page.locator("#history-rows tbody tr")).to_have_count(1)
     assert await focus_ring() != "none"
     await screenshots.take("keyboard-history")
+
+
+async def test_the_page_signs_out_by_itself_when_the_token_expires(page, screenshots, ui_url):
+    # The browser clock runs ahead; the service's token really carries this expiry (`exp`).
+    await page.clock.install()
+    await signed_in_user(page, ui_url)
+    seconds_left = await page.evaluate(
+        """(key) => JSON.parse(atob(sessionStorage.getItem(key).split('.')[1]
+                .replace(/-/g, '+').replace(/_/g, '/'))).exp - Date.now() / 1000""",
+        TOKEN_KEY,
+    )
+    assert 0 < seconds_left <= 24 * 3600, seconds_left
+    await page.clock.fast_forward(int(seconds_left * 1000) - 5_000)
+    await expect(page.locator("#user-name")).to_be_visible()  # not yet
+    await page.clock.fast_forward(10_000)
+    await expect(page.locator("#signin-form")).to_be_visible()
+    await expect(page.locator("#notice")).to_have_text("Your session has expired. Please sign in again.")
+    assert await stored_token(page) is None
+    await screenshots.take("expired")
+
+
+async def test_status_strip_shows_an_unhealthy_service(page, screenshots, ui_url):
+    await page.route("**/health", lambda route: route.fulfill(
+        status=503, headers={"Content-Type": "application/json", "Retry-After": "5"},
+        body=json.dumps({"status": "unhealthy", "database": "ok",
+                         "model": "no answer within 5s", "model_version": None,
+                         "detail": "model no answer within 5s"})))
+    await page.goto(ui_url)
+    health = page.locator("#health")
+    await expect(health).to_have_attribute("data-state", "unhealthy")
+    await expect(health).to_have_text("Service unavailable: model no answer within 5s")
+    await screenshots.take("unhealthy")
