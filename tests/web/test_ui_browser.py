@@ -86,6 +86,8 @@ async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_o
     await expect(result.locator(".result__number")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"))
     bars = result.locator(".chart__row")
     await expect(bars).to_have_count(3)
+    # Screen readers hear one sentence, not the whole card.
+    await expect(page.locator("#announce")).to_have_text(re.compile(r"^Result: positive, \d+\.\d% confidence\.$"))
     await expect(bars.first).to_have_attribute("data-label", "positive")  # highest first
     widths = await bars.locator(".chart__fill").evaluate_all(
         "els => els.map(e => parseFloat(e.style.width))")
@@ -103,6 +105,7 @@ async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_o
     await expect(rows.locator(".cell-text")).to_have_text(BATCH)
     await expect(rows.nth(0).locator(".pill")).to_have_text("positive")
     await expect(rows.nth(1).locator(".pill")).to_have_text("negative")
+    await expect(page.locator("#announce")).to_have_text(re.compile(r"^3 results\. .*1 positive.*\.$"))
     await screenshots.take("batch")
 
     async with page.expect_download() as download_info:

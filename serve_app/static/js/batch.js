@@ -1,7 +1,7 @@
 // Batch mode: one text per line -> POST /predict/batch -> table, downloadable as CSV.
 import { api } from "./api.js";
 import { resultsToCsv, download } from "./csv.js";
-import { $, el, labelBadge, percent, showAlert, whileBusy } from "./dom.js";
+import { $, announce, el, labelBadge, percent, showAlert, whileBusy } from "./dom.js";
 
 /** Non-blank lines, in order; each is one text. */
 export function splitLines(value) {
@@ -49,9 +49,13 @@ function resultsTable(results) {
   );
 }
 
-function summary(results) {
+function labelCounts(results) {
   const counts = {};
   for (const r of results) counts[r.label] = (counts[r.label] || 0) + 1;
+  return Object.entries(counts);
+}
+
+function summary(results) {
   return el(
     "div",
     { className: "summary" },
@@ -59,7 +63,7 @@ function summary(results) {
     el(
       "p",
       { className: "summary__counts" },
-      Object.entries(counts).map(([label, n]) => el("span", { className: "summary__item" }, labelBadge(label), ` ${n}`)),
+      labelCounts(results).map(([label, n]) => el("span", { className: "summary__item" }, labelBadge(label), ` ${n}`)),
     ),
   );
 }
@@ -100,6 +104,8 @@ export function setupBatch() {
       output.replaceChildren(summary(lastResults), resultsTable(lastResults));
       output.hidden = false;
       downloadButton.disabled = false;
+      announce(`${lastResults.length} results. ${labelCounts(lastResults)
+        .map(([label, n]) => `${n} ${label}`).join(", ")}.`);
     } catch (err) {
       if (!err.authFailed) showAlert(error, err.message);
     }

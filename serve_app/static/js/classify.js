@@ -1,6 +1,6 @@
 // Single-text classification: submit, then label, score and the per-label bar chart.
 import { api } from "./api.js";
-import { $, el, formatDate, labelBadge, percent, probabilityChart, showAlert, whileBusy } from "./dom.js";
+import { $, announce, el, formatDate, labelBadge, percent, probabilityChart, showAlert, whileBusy } from "./dom.js";
 
 function renderResult(container, result) {
   container.replaceChildren(
@@ -26,6 +26,7 @@ function renderResult(container, result) {
   );
   container.dataset.label = result.label;
   container.hidden = false;
+  announce(`Result: ${result.label}, ${percent(result.score)} confidence.`);
 }
 
 export function setupClassify() {

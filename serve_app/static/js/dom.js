@@ -36,6 +36,14 @@ export function labelBadge(label) {
   return el("span", { className: "pill", dataset: { label } }, label);
 }
 
+/** Tell screen-reader users what just happened, in one sentence (a polite live region). */
+export function announce(message) {
+  const region = document.getElementById("announce");
+  region.textContent = "";
+  // Emptied first, refilled after a tick: an identical sentence is announced again.
+  setTimeout(() => (region.textContent = message), 50);
+}
+
 /** Show a message in an alert element, or hide it when message is empty. */
 export function showAlert(node, message) {
   node.textContent = message || "";

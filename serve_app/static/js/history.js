@@ -1,6 +1,6 @@
 // History: the signed-in user's predictions from GET /data, newest first, page by page.
 import { api } from "./api.js";
-import { $, el, formatDate, labelBadge, percent, showAlert } from "./dom.js";
+import { $, announce, el, formatDate, labelBadge, percent, showAlert } from "./dom.js";
 
 function historyTable(rows) {
   if (rows.length === 0) {
@@ -69,6 +69,7 @@ export function setupHistory() {
       prev.disabled = offset === 0;
       next.disabled = rows.length <= limit;
       range.textContent = page.length ? `Showing ${offset + 1}–${offset + page.length}` : "";
+      announce(page.length ? `History: ${range.textContent}.` : "History: no predictions yet.");
     } catch (err) {
       if (ticket === latest && !err.authFailed) showAlert(error, err.message);
     } finally {
