@@ -1,7 +1,7 @@
 """500 users against a running sentiment-serve: sign up, log in, then predict and read /data.
 
     make load                                    # against http://127.0.0.1:8000
-    make load LOAD_HOST=http://host:port LOAD_USERS=500 LOAD_TIME=90s
+    make load LOAD_HOST=http://host:port LOAD_ARGS="--users 500 --run-time 240s"
 
 Each simulated user signs up with a unique name, logs in through the OAuth2 password flow,
 then classifies texts and reads its history with 1-3 s of think time between requests. At the
@@ -43,26 +43,50 @@ class ServiceUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.username = f"load_{RUN_ID}_{next(_user_numbers)}"
-        self.client.post("/auth/", json={"username": self.username, "password": PASSWORD},
-                         name="/auth/ (sign up)")  # fmt: skip
+        self.headers: dict[str, str] = {}
+        self.sent = 0
+        with self.client.post("/auth/", json={"username": self.username, "password": PASSWORD},
+                              name="/auth/ (sign up)", catch_response=True) as resp:  # fmt: skip
+            if resp.status_code not in (201, 409):  # 409: an earlier attempt got through
+                resp.failure(_why(resp))
+        self.log_in()
+
+    def log_in(self) -> None:
         with self.client.post("/auth/token", data={"username": self.username, "password": PASSWORD},
                               name="/auth/token (log in)", catch_response=True) as resp:  # fmt: skip
             if resp.status_code != 200:
-                resp.failure(f"log-in failed: {resp.status_code}")
-                self.headers = {}
+                resp.failure(_why(resp))
                 return
             self.headers = {"Authorization": f"Bearer {resp.json()['access_token']}"}
-        self.sent = 0
 
     @task(4)
     def predict(self) -> None:
+        if not self.headers:  # the log-in failed: try again rather than send anonymous requests
+            return self.log_in()
         self.sent += 1
         text = f"{random.choice(TEXTS)} #{self.username}-{self.sent}"
-        self.client.post("/predict", json={"text": text}, headers=self.headers)
+        with self.client.post("/predict", json={"text": text}, headers=self.headers,
+                              catch_response=True) as resp:  # fmt: skip
+            if resp.status_code != 200:
+                resp.failure(_why(resp))
 
     @task(1)
     def read_data(self) -> None:
-        self.client.get("/data?limit=20", headers=self.headers, name="/data")
+        if not self.headers:
+            return self.log_in()
+        with self.client.get("/data?limit=20", headers=self.headers, name="/data",
+                             catch_response=True) as resp:  # fmt: skip
+            if resp.status_code != 200:
+                resp.failure(_why(resp))
+
+
+def _why(resp) -> str:
+    """Status and the service's own detail, so a failure says which limit or fault it met."""
+    try:
+        detail = str(resp.json().get("detail"))[:80]
+    except Exception:  # not JSON: a time-out or a proxy's plain-text answer
+        detail = (resp.text or str(resp.error or ""))[:80]
+    return f"{resp.status_code}: {detail}"
 
 
 @events.quitting.add_listener
