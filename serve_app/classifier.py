@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,18 @@ def limit_threads_to_available_cpus() -> None:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 1
+    available = min(available, _cgroup_cpu_quota() or available)
     if torch.get_num_threads() > available:
         torch.set_num_threads(available)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole CPUs allowed by a cgroup v2 quota (a Kubernetes CPU limit), if one is set."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def _short_hash(*parts: str | bytes) -> str:

@@ -27,7 +27,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from serve_app import encoder_layers as layers
 from serve_app.classifier import SentimentClassifier
 from serve_app.evaluate import evaluate, expected_calibration_error
-from serve_app.training_data import LABELS, split_shared_data
+from serve_app.training_data import BINARY_SOURCES, LABELS, split_shared_data
 
 LINEAR_NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
                 "attention.output.dense", "intermediate.dense", "output.dense")
@@ -90,6 +90,30 @@ class TopModel(nn.Module):
                     tensors[f"{prefix}.weight"] = module.weight
                     tensors[f"{prefix}.bias"] = module.bias
         return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def mixed_loss(logits: torch.Tensor, targets: torch.Tensor, binary: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy: over all labels for three-way data, and over negative vs
+    positive only for binary data, so SST-2 never teaches that review prose is not neutral."""
+    three = nn.functional.cross_entropy(logits, targets, label_smoothing=0.05, reduction="none")
+    pos_neg = logits[:, [LABELS.index("negative"), LABELS.index("positive")]]
+    two = nn.functional.cross_entropy(pos_neg, (targets == LABELS.index("positive")).long(),
+                                      label_smoothing=0.05, reduction="none")
+    return torch.where(binary, two, three)
+
+
+def example_weights(sources: list[str], labels: list[str], power: float) -> torch.Tensor:
+    """Balance the classes within each data set: each has its own label prior (airline tweets
+    are mostly complaints, TweetEval mostly neutral or positive), which the model should not
+    learn as a property of the writing style. ``power`` 0 leaves the data as it is."""
+    counts: dict[tuple[str, str], int] = {}
+    for key in zip(sources, labels):
+        counts[key] = counts.get(key, 0) + 1
+    per_source = {s: sum(n for (src, _), n in counts.items() if src == s) for s in set(sources)}
+    classes = {s: sum(1 for src, _ in counts if src == s) for s in set(sources)}
+    weights = torch.tensor([(per_source[s] / (classes[s] * counts[(s, y)])) ** power
+                            for s, y in zip(sources, labels)])
+    return weights / weights.mean()
 
 
 def load_encoder():
@@ -184,10 +208,10 @@ def train(args) -> None:
     log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
 
     model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden)
-    # Neutral is rare in the training mix but a large share of tweets: weight the classes.
-    counts = torch.bincount(y_train, minlength=len(LABELS)).float()
-    class_weight = (counts.sum() / counts) ** args.class_weight_power
-    class_weight /= class_weight.mean()
+    weights = example_weights(split.train_sources, split.train.labels, args.class_weight_power)
+    binary = torch.tensor([s in BINARY_SOURCES for s in split.train_sources])
+    # Calibrate where all three labels exist; binary data says nothing about P(neutral).
+    three_way = torch.tensor([s not in BINARY_SOURCES for s in split.validation_sources])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     batches_per_epoch = math.ceil(len(train_states) / args.batch_size)
@@ -200,8 +224,8 @@ def train(args) -> None:
         running = 0.0
         for step, batch in enumerate(length_batches(lengths, args.batch_size, rng), 1):
             hidden, mask = pad([train_states[i] for i in batch])
-            loss = nn.functional.cross_entropy(model(hidden.float(), mask), y_train[batch],
-                                               weight=class_weight, label_smoothing=0.05)
+            losses = mixed_loss(model(hidden.float(), mask), y_train[batch], binary[batch])
+            loss = (losses * weights[batch]).sum() / weights[batch].sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -214,6 +238,7 @@ def train(args) -> None:
         log(started, f"epoch {epoch + 1} done: validation accuracy {accuracy:.4f}")
 
     val_logits = logits_for(model, val_states)
+    val_logits, y_val = val_logits[three_way], y_val[three_way]
     temperature = fit_temperature(val_logits, y_val)
     ece = {f"validation_ece_t{t}": expected_calibration_error(torch.softmax(val_logits / temp, -1), y_val)
            for t, temp in (("1", 1.0), ("fitted", temperature))}
@@ -261,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tweet-repeats", type=int, default=1)
     parser.add_argument("--sst-sentences", type=int, default=None, help="default: all")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
-                        help="class weights (1/frequency)**power; 1 balances the classes")
+                        help="per data set class weights (1/frequency)**power; 1 balances them")
     train(parser.parse_args(argv))
     return 0
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LABELS = ["negative", "neutral", "positive"]
+# Data sets whose labels only say "positive rather than negative": no neutral class.
+BINARY_SOURCES = {"sst2"}
 _NAMES = {name: name for name in LABELS}
 
 
@@ -113,7 +115,9 @@ def whole_sentences(examples: Examples, min_words: int = 6) -> list[int]:
 @dataclass
 class Split:
     train: Examples
+    train_sources: list[str]  # per training example: which data set it came from
     validation: Examples  # temperature fitting and model selection
+    validation_sources: list[str]
     tests: dict[str, Examples]  # held out, reported in the model card
 
 
@@ -122,23 +126,31 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
                       sst_sentences: int | None = None) -> Split:
     """The fixed split of ``../shared/data`` used for training and for the reported figures."""
     rng = random.Random(seed)
-    train, validation, tests = Examples(), Examples(), {}
+    train, validation, tests, sources, validation_sources = Examples(), Examples(), {}, [], []
+
+    def add_train(examples: Examples, source: str) -> None:
+        train.extend(examples)
+        sources.extend([source] * len(examples))
+
+    def add_validation(examples: Examples, source: str) -> None:
+        validation.extend(examples)
+        validation_sources.extend([source] * len(examples))
 
     tweets = read_tweeteval(data_dir / "tweeteval_sentiment" / "val_text.txt",
                             data_dir / "tweeteval_sentiment" / "val_labels.txt").deduplicated()
     order = _shuffled(len(tweets), rng)
     tests["tweeteval"] = tweets.subset(order[:600])
-    validation.extend(tweets.subset(order[600:900]))
+    add_validation(tweets.subset(order[600:900]), "tweeteval")
     # TweetEval is the only general-domain tweet data here, and the smallest set: repeat it.
     for _ in range(tweet_repeats):
-        train.extend(tweets.subset(order[900:]))
+        add_train(tweets.subset(order[900:]), "tweeteval")
 
     sst = read_tsv(data_dir / "sst2" / "train.tsv", binary=True).deduplicated()
     sentences = whole_sentences(sst)
     rng.shuffle(sentences)
     tests["sst2_sentences"] = sst.subset(sentences[:1000])
-    validation.extend(sst.subset(sentences[1000:1300]))
-    train.extend(sst.subset(sentences[1300:][:sst_sentences]))
+    add_validation(sst.subset(sentences[1000:1300]), "sst2")
+    add_train(sst.subset(sentences[1300:][:sst_sentences]), "sst2")
     # Phrases add vocabulary, but never ones taken from held-out sentences.
     held = [f" {sst.texts[i]} " for i in sentences[:1300]]
     sentence_set = set(sentences)
@@ -149,14 +161,14 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
             break
         if len(sst.texts[i].split()) >= 3 and not any(f" {sst.texts[i]} " in h for h in held):
             picked.append(i)
-    train.extend(sst.subset(picked))
+    add_train(sst.subset(picked), "sst2")
 
     airline = read_tsv(data_dir / "airline_sentiment" / "tweets.tsv").deduplicated()
     order = _shuffled(len(airline), rng)
     tests["airline"] = airline.subset(order[:1000])
-    validation.extend(airline.subset(order[1000:1300]))
-    train.extend(airline.subset(order[1300 : 1300 + airline_train]))
-    return Split(train, validation, tests)
+    add_validation(airline.subset(order[1000:1300]), "airline")
+    add_train(airline.subset(order[1300 : 1300 + airline_train]), "airline")
+    return Split(train, sources, validation, validation_sources, tests)
 
 
 def _shuffled(n: int, rng: random.Random) -> list[int]:

@@ -1,0 +1,138 @@
+"""Training pieces: the exported layers reproduce the trained network once merged, the metrics,
+the data readers, and the held-out split of the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from serve_app import encoder_layers
+from serve_app.evaluate import binary_accuracy, expected_calibration_error, macro_scores
+from serve_app.training import TopModel, example_weights, frozen_states, mixed_loss, pad
+from serve_app.training_data import read_tsv, read_tweeteval, split_shared_data
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _tiny_encoder(seed: int = 0) -> BertModel:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=100, hidden_size=24, num_hidden_layers=3,
+                        num_attention_heads=2, intermediate_size=40)
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def test_exported_lora_layers_merged_into_a_fresh_encoder_give_the_trained_logits():
+    trained_encoder = _tiny_encoder()
+    model = TopModel(trained_encoder, first=1, rank=4, alpha=8.0, hidden=0).eval()
+    with torch.no_grad():  # B starts at zero; make every update count
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    ids = [[2, 5, 7, 9, 3], [2, 11, 3], [2, 40, 41, 42, 43, 44, 3]]
+    states = frozen_states(trained_encoder, ids, frozen=1)
+    hidden, mask = pad(states)
+    with torch.inference_mode():
+        expected = model(hidden.float(), mask)
+
+    fresh = _tiny_encoder()  # same base weights, nothing trained
+    tensors = model.export()
+    encoder_layers.merge_into_encoder(fresh, tensors, alpha=8.0)
+    head = encoder_layers.ClassificationHead.from_tensors(tensors).eval()
+    input_ids, mask = pad([torch.tensor(x) for x in ids])
+    with torch.inference_mode():
+        out = fresh(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        merged = head(encoder_layers.pool(out, mask, "mean"))
+    torch.testing.assert_close(merged, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_example_weights_balance_classes_within_each_data_set_and_keep_set_sizes():
+    sources = ["tweets"] * 4 + ["reviews"] * 2
+    labels = ["neutral", "neutral", "neutral", "negative", "positive", "negative"]
+    weights = example_weights(sources, labels, power=1.0)
+    assert weights[:3].sum() == pytest.approx(float(weights[3]))  # 3 neutral = 1 negative
+    assert weights[:4].sum() / weights[4:].sum() == pytest.approx(4 / 2)
+    assert torch.allclose(example_weights(sources, labels, power=0.0), torch.ones(6))
+
+
+def test_binary_examples_ignore_the_neutral_logit_and_three_way_examples_use_it():
+    logits = torch.tensor([[1.0, 5.0, 2.0], [1.0, 5.0, 2.0]])
+    targets = torch.tensor([2, 2])  # positive
+    losses = mixed_loss(logits, targets, binary=torch.tensor([True, False]))
+    expected_binary = torch.nn.functional.cross_entropy(
+        torch.tensor([[1.0, 2.0]]), torch.tensor([1]), label_smoothing=0.05)
+    assert losses[0] == pytest.approx(float(expected_binary))
+    assert losses[1] > losses[0]  # the large neutral logit only costs the three-way example
+    raised = mixed_loss(logits + torch.tensor([0.0, 3.0, 0.0]), targets, torch.tensor([True, False]))
+    assert raised[0] == pytest.approx(float(losses[0]))
+
+
+def test_layers_round_trip_through_fp16_files(tmp_path):
+    tensors = {"head.out.weight": torch.randn(3, 8), "head.out.bias": torch.randn(3)}
+    encoder_layers.write_tensors(tmp_path, tensors)
+    loaded = encoder_layers.read_tensors(tmp_path)
+    assert loaded["head.out.weight"].dtype == torch.float16
+    torch.testing.assert_close(loaded["head.out.weight"].float(), tensors["head.out.weight"],
+                               atol=2e-3, rtol=1e-3)
+
+
+def test_macro_scores_on_a_worked_example():
+    gold = ["negative", "negative", "neutral", "positive"]
+    predicted = ["negative", "neutral", "neutral", "negative"]
+    scores = macro_scores(gold, predicted)
+    assert scores["accuracy"] == pytest.approx(0.5)
+    assert scores["macro_recall"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    # negative: P 1/2 R 1/2 -> F1 1/2; neutral: P 1/2 R 1 -> 2/3; positive: 0
+    assert scores["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0.0) / 3)
+
+
+def test_binary_accuracy_ignores_the_neutral_probability():
+    scores = [{"negative": 0.2, "neutral": 0.7, "positive": 0.1},
+              {"negative": 0.1, "neutral": 0.6, "positive": 0.3}]
+    assert binary_accuracy(["negative", "positive"], scores) == 1.0
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_large_when_not():
+    probs = torch.tensor([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probs, torch.tensor([0, 0, 0, 1])) == pytest.approx(0.0)
+    assert expected_calibration_error(probs, torch.tensor([1, 1, 1, 1])) == pytest.approx(0.75)
+
+
+def test_readers_accept_tweeteval_files_and_tsv_with_names_or_binary_codes(tmp_path):
+    (tmp_path / "t.txt").write_text("good day\nbad day\nsome day\n")
+    (tmp_path / "l.txt").write_text("2\n0\n1\n")
+    tweets = read_tweeteval(tmp_path / "t.txt", tmp_path / "l.txt")
+    assert tweets.labels == ["positive", "negative", "neutral"]
+    (tmp_path / "b.tsv").write_text("sentence\tlabel\nfine film\t1\ndull film\t0\n")
+    assert read_tsv(tmp_path / "b.tsv").labels == ["positive", "negative"]
+    (tmp_path / "n.tsv").write_text("text\tlabel\nok\tneutral\nyay\tpositive\n")
+    assert read_tsv(tmp_path / "n.tsv").labels == ["neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def shared_split():
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"training data {SHARED_DATA} is missing (CI is set: it is required)")
+        pytest.skip(f"training data {SHARED_DATA} is absent")
+    return split_shared_data(SHARED_DATA)
+
+
+def test_held_out_data_never_appears_in_training_or_validation(shared_split):
+    seen = set(shared_split.train.texts) | set(shared_split.validation.texts)
+    for name, held_out in shared_split.tests.items():
+        assert not seen & set(held_out.texts), name
+    sentences = shared_split.tests["sst2_sentences"].texts
+    # No training phrase is a piece of a held-out sentence.
+    assert not any(f" {t} " in f" {s} " for t in shared_split.train.texts[-8000:]
+                   for s in sentences[:50] if len(t.split()) >= 4)
+    assert all(s.split()[-1] in {".", "!", "?"} for s in sentences)
+
+
+def test_the_split_is_the_same_every_time(shared_split):
+    again = split_shared_data(SHARED_DATA)
+    assert again.tests["tweeteval"].texts == shared_split.tests["tweeteval"].texts
+    assert again.train.texts == shared_split.train.texts
