@@ -56,9 +56,9 @@ def summarize(raw: dict, baseline: list[dict], ours: dict, args) -> dict:
                     "throughput": _ratio(_get(sweep, route, c, "rps"), _get(baseline, route, c, "rps")),
                     "p99": _ratio(_get(sweep, route, c, "p99_ms"), _get(baseline, route, c, "p99_ms")),
                 }
-                for c in args.concurrency
+                for c in (args.concurrency if route == "/predict" else args.batch_concurrency)
             }
-            for route, _ in (("/predict", 1), ("/predict/batch", 32))
+            for route in ("/predict", "/predict/batch")
         },
         "ours": sweep,
         "baseline": baseline,

@@ -5,8 +5,8 @@
 In order, with nothing else of ours running during each step:
   1. the raw batched model rate (no HTTP) at batch 1 and 32;
   2. the baseline (bench/baseline_server.py under uvicorn) and then our service (Ray Serve,
-     serve_config.yaml on free ports) under the same closed-loop load: /predict and
-     /predict/batch (32 texts) at each concurrency;
+     serve_config.yaml on free ports) under the same closed-loop load: /predict at
+     concurrency 1, 8, 32, 128 and /predict/batch (32 texts per request) at 1, 8, 32;
   3. on our service only, at concurrency 32 on /predict: PREDICTION_LOGGING off, Serve's
      default max_ongoing_requests (5) on both deployments, and a cache run with repeated texts.
 Prints the table and ratios, writes bench/results.json.
@@ -45,7 +45,8 @@ async def sweep(url: str, label: str, args) -> list[dict]:
     await run_closed_loop(url, token, route="/predict", concurrency=8, duration_s=3, warmup_s=0)
     rows = []
     for route, texts in ROUTES:
-        for concurrency in args.concurrency:
+        levels = args.concurrency if texts == 1 else args.batch_concurrency
+        for concurrency in levels:
             result = await run_closed_loop(url, token, route=route, concurrency=concurrency,
                                            duration_s=args.duration, texts_per_request=texts,
                                            warmup_s=0)  # fmt: skip
@@ -111,6 +112,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per load step")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    # 128 clients x 32 texts is 4096 texts in flight: a minute per request on two cores.
+    parser.add_argument("--batch-concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--quick", action="store_true", help="skip the extra rows")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--ray-env", nargs="*", default=[], metavar="NAME=VALUE",
