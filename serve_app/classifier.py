@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,6 +68,9 @@ class SentimentClassifier:
         self.device = device
         self.max_length = max_length
         self.temperature = temperature
+        # Fast tokenizers are not safe to call from several threads at once ("Already
+        # borrowed"), and parallel forwards on CPU only contend for the same cores.
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike | None = None, *, device: str | None = None,
@@ -91,7 +95,11 @@ class SentimentClassifier:
             raise TypeError("predict() takes a list of strings")
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        with self._lock:
+            return self._predict(list(texts))
+
+    def _predict(self, texts: list[str]) -> list[Prediction]:
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         ids = encoded["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         probabilities: list[list[float] | None] = [None] * len(texts)
