@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= serve_config.yaml
+# `serve run` starts a private local Ray instance; RAY_ADDRESS=auto (or host:port) runs the
+# app on an existing cluster instead (by default Ray would attach to the last one started).
+RAY_ADDRESS ?= local
 # Ray's CLI needs token auth for local clusters; the model files ship in a PyPI package.
 export RAY_AUTH_MODE ?= token
 export HF_HUB_OFFLINE ?= 1
@@ -28,7 +31,7 @@ migrate: setup
 
 # Serve on http://127.0.0.1:8000 in the foreground; Ctrl-C stops it and its local Ray cluster.
 run: migrate
-	$(BIN)/serve run $(CONFIG)
+	$(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
