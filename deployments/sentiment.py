@@ -66,9 +66,9 @@ class SentimentModel:
         """Apply a new user_config in place.
 
         Batch knobs and cache size change immediately. A new model directory is loaded
-        beside the serving one and swapped in only once it loaded; if it fails, the old
-        model keeps serving, the failure is kept for /health and stats, and the error is
-        raised so Serve reports the failed update in `serve status`.
+        beside the serving one and swapped in only once it loaded. If it fails, this replica
+        keeps its old model and raises, so Serve marks the update failed (`serve status`)
+        and halts the rolling update: the replicas it has not reached keep serving.
         """
         config = ModelConfig.from_user_config(user_config)
         self._classify_batch.set_max_batch_size(config.max_batch_size)
