@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pymysql
 import pytest
+import yaml
 
-from local_ray import LocalRayCluster
+from local_ray import REPO_ROOT, LocalRayCluster
 from tcp_proxy import TcpProxy
 
 MYSQL_HOST = os.environ.get("MYSQL_HOST", "127.0.0.1")
@@ -122,32 +123,24 @@ def broken_model_dir(source: Path, target: Path, name: str = "minilm-truncated")
 
 
 def serve_config(*, serve_port: int, user_config: dict, model_replicas: int = 2) -> dict:
-    """The Serve config the stack deploys: the real application, sized for this machine."""
-    return {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": serve_port},
-        "applications": [{
-            "name": APP,
-            "route_prefix": "/",
-            "import_path": "deployments.app:build_app",
-            "deployments": [
-                {
-                    "name": MODEL,
-                    "num_replicas": model_replicas,
-                    "max_constructor_retry_count": 2,
-                    "ray_actor_options": {"num_cpus": 1},
-                    "user_config": user_config,
-                },
-                {
-                    "name": INGRESS,
-                    "num_replicas": 1,
-                    # Upgrades start the new ingress before the old one stops (no gap).
-                    "max_surge_percent": 100,
-                    "ray_actor_options": {"num_cpus": 0.5},
-                },
-            ],
-        }],
-    }
+    """The shipped serve_config.yaml, sized for these tests.
+
+    A fixed number of model replicas instead of autoscaling, so that one can die or fail an
+    update while another serves; the ingress starts its replacement before the old one stops.
+    """
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1",
+                              "port": serve_port}
+    [app] = [a for a in config["applications"] if a["name"] == APP]
+    config["applications"] = [app]
+    deployments = {d["name"]: d for d in app["deployments"]}
+    model, ingress = deployments[MODEL], deployments[INGRESS]
+    model.pop("autoscaling_config", None)
+    model.update(num_replicas=model_replicas, max_constructor_retry_count=2,
+                 user_config={**model.get("user_config", {}), **user_config})
+    ingress.pop("autoscaling_config", None)
+    ingress.update(num_replicas=1, max_surge_percent=100)
+    return config
 
 
 class ReliabilityStack:
@@ -194,6 +187,25 @@ class ReliabilityStack:
 
     def ingress_pids(self) -> list[int]:
         return self.cluster.replica_pids(APP, INGRESS)
+
+    def model_stats(self, probes: int = 24) -> dict[str, dict]:
+        """`SentimentModel.stats()` of every replica the handle reaches, by replica id.
+
+        Connects this process to the cluster as a Ray driver for the duration of the call.
+        """
+        import ray
+        from ray import serve
+        from ray.serve import context
+
+        ray.init(address=self.cluster.gcs_address, log_to_driver=False, logging_level="ERROR")
+        try:
+            handle = serve.get_deployment_handle(MODEL, app_name=APP).options(method_name="stats")
+            responses = [handle.remote() for _ in range(probes)]  # concurrent: spread over replicas
+            return {stats["replica_id"]: stats
+                    for stats in (r.result(timeout_s=60) for r in responses)}
+        finally:
+            context._set_global_client(None)  # the controller client belongs to this session
+            ray.shutdown()
 
     def wait_for_model_replicas(self, count: int, *, exclude: set[int] = frozenset(),
                                 timeout_s: float = 180) -> list[int]:

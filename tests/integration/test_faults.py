@@ -153,9 +153,9 @@ def _redeploy_with_new_actor_options(stack) -> None:
 
     stack._deploys += 1
     config = serve_config(serve_port=stack.cluster.serve_port, user_config=USER_CONFIG)
-    for deployment in config["applications"][0]["deployments"]:
-        # A different runtime env var is a code-level change: every replica is replaced.
-        deployment["ray_actor_options"]["runtime_env"] = {"env_vars": {"DEPLOY_GENERATION": str(stack._deploys)}}
+    # A changed runtime environment is a code-level change: Serve replaces every replica.
+    env_vars = config["applications"][0].setdefault("runtime_env", {}).setdefault("env_vars", {})
+    env_vars["DEPLOY_GENERATION"] = str(stack._deploys)
     stack.cluster.serve_deploy(config, stack.tmp / f"serve-config-{stack._deploys}.yaml")
 
 

@@ -2,8 +2,9 @@
 
 The OpenAPI schema is loaded from the running Ray Serve instance (the suite's shared one), and
 every operation is exercised with a bounded number of generated requests, valid and invalid,
-carrying a real user's bearer token. No response may be a 5xx, and every response must match
-what the schema documents for it: status code, content type, headers and body.
+carrying a real user's bearer token. No response may be a 5xx, every response must match what
+the schema documents for it (status code, content type, headers and body), invalid input must
+be rejected, and a protected operation replayed without its token must not succeed.
 
 schemathesis' pytest loader (`from_fixture`) does not run under pytest 9, so the cases come from
 its Hypothesis strategies (`APIOperation.as_strategy`) and are checked with `call_and_validate`.
@@ -25,6 +26,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
@@ -62,6 +64,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
     negative_data_rejection,
+    ignored_auth,  # replays authenticated requests without the token: must not succeed
 ]
 
 RESULTS: dict[str, Counter] = {}

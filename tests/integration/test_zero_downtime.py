@@ -76,8 +76,14 @@ def test_user_config_update_switches_model_in_place_without_failed_requests(stac
     assert set(versions) == {old_version, versions[-1]}
     assert all(o.body["model_version"] == versions[-1] for o in report.after(switched_at))
     assert len(rows) == len(answered) and not mismatched, mismatched[:10]
-    # In place: the same replica processes serve the new model (reconfigure, not restart).
+    # In place: the same replica processes serve the new model (reconfigure, not restart),
+    # and every replica took the new batch settings too.
     assert stack.model_pids() == pids_before
+    replicas = stack.model_stats()
+    assert len(replicas) == 2, replicas.keys()
+    for stats in replicas.values():
+        assert stats["model_version"] == versions[-1]
+        assert (stats["max_batch_size"], stats["batch_wait_timeout_s"]) == (8, 0.02), stats
     status = stack.cluster.deployment_status(APP, MODEL)
     assert status["status"] == "HEALTHY", status
 
