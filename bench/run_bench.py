@@ -110,7 +110,7 @@ async def measure_ours(service: RayServe, args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load step")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per load step")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     # 128 clients x 32 texts is 4096 texts in flight: a minute per request on two cores.
     parser.add_argument("--batch-concurrency", type=int, nargs="+", default=[1, 8, 32])
