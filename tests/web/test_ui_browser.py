@@ -198,6 +198,7 @@ async def test_api_errors_are_shown_as_readable_messages(page, screenshots, ui_u
     # 401 on sign-in: a wrong password.
     await sign_in(page, username, password="not-the-password")
     await expect(page.locator("#signin-error")).to_have_text("Wrong username or password.")
+    await expect(page.locator("#notice")).to_be_hidden()  # the expiry notice made way
 
     # 409: the same username again.
     await sign_up(page, username)

@@ -32,6 +32,7 @@ export function setupAuth({ onSignedIn, notify }) {
   signupForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     showAlert(signupError, "");
+    notify(""); // an earlier notice (signed out, expired) no longer applies
     const [username, password] = credentials(signupForm);
     const problem = checkSignUp(username, password);
     if (problem) {
@@ -54,6 +55,7 @@ export function setupAuth({ onSignedIn, notify }) {
   signinForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     showAlert(signinError, "");
+    notify("");
     const [username, password] = credentials(signinForm);
     if (!username || !password) {
       showAlert(signinError, "Enter your username and password.");
