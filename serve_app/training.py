@@ -209,9 +209,10 @@ def train(args) -> None:
 
     model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden)
     weights = example_weights(split.train_sources, split.train.labels, args.class_weight_power)
-    binary = torch.tensor([s in BINARY_SOURCES for s in split.train_sources])
+    binary_sources = BINARY_SOURCES if args.binary_sst else set()
+    binary = torch.tensor([s in binary_sources for s in split.train_sources])
     # Calibrate where all three labels exist; binary data says nothing about P(neutral).
-    three_way = torch.tensor([s not in BINARY_SOURCES for s in split.validation_sources])
+    three_way = torch.tensor([s not in binary_sources for s in split.validation_sources])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     batches_per_epoch = math.ceil(len(train_states) / args.batch_size)
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airline-train", type=int, default=6000)
     parser.add_argument("--tweet-repeats", type=int, default=1)
     parser.add_argument("--sst-sentences", type=int, default=None, help="default: all")
+    parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
+                        help="train SST-2 as negative-vs-positive only (its labels know no neutral)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="per data set class weights (1/frequency)**power; 1 balances them")
     train(parser.parse_args(argv))
