@@ -179,7 +179,8 @@ def _load_encoder_layers(cls, layers_dir: Path, device: torch.device, max_length
         return head(layers.pool(hidden, batch["attention_mask"], config.pooling))
 
     weights_hash = layers.sha256_file(layers_dir / layers.LAYERS_WEIGHTS)
-    version = f"{config.name}@{_short_hash(config.encoder_sha256['model.safetensors'], weights_hash)}"
+    encoder_hash = config.encoder_sha256["model.safetensors"]
+    version = f"{config.name}@{_short_hash(encoder_hash, weights_hash)}"
     return cls(tokenizer=AutoTokenizer.from_pretrained(encoder_dir), logits=logits,
                labels=config.labels, model_version=version, device=device,
                max_length=max_length, temperature=config.temperature)
@@ -196,7 +197,8 @@ def _load_hf_classifier(cls, model_dir: Path, device: torch.device, max_length: 
 
     weight_files = sorted(p for p in model_dir.iterdir()
                           if p.suffix in {".safetensors", ".bin"} and p.is_file())
-    version = f"{model_dir.resolve().name}@{_short_hash(*(layers.sha256_file(p) for p in weight_files))}"
+    weights_hash = _short_hash(*(layers.sha256_file(p) for p in weight_files))
+    version = f"{model_dir.resolve().name}@{weights_hash}"
     return cls(tokenizer=AutoTokenizer.from_pretrained(model_dir), logits=logits, labels=labels,
                model_version=version, device=device, max_length=max_length)
 

@@ -125,7 +125,8 @@ def load_encoder():
     return encoder.eval(), AutoTokenizer.from_pretrained(encoder_dir)
 
 
-def length_batches(lengths: list[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+def length_batches(lengths: list[int], batch_size: int,
+                   rng: random.Random | None) -> list[list[int]]:
     """Batches of similar length (little padding); shuffled order when ``rng`` is given."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     if rng is not None:  # shuffle within coarse length buckets, then the batches themselves
@@ -200,7 +201,10 @@ def train(args) -> None:
                               airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
                               sst_sentences=args.sst_sentences)
     encoder, tokenizer = load_encoder()
-    tokenize = lambda texts: tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]  # noqa: E731
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+
     label_ids = lambda labels: torch.tensor([LABELS.index(x) for x in labels])  # noqa: E731
     train_states = frozen_states(encoder, tokenize(split.train.texts), args.frozen_layers)
     val_states = frozen_states(encoder, tokenize(split.validation.texts), args.frozen_layers)
@@ -233,7 +237,8 @@ def train(args) -> None:
             schedule.step()
             running += loss.item()
             if step % 100 == 0:
-                log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} loss {running / 100:.4f}")
+                log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} "
+                             f"loss {running / 100:.4f}")
                 running = 0.0
         accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
         log(started, f"epoch {epoch + 1} done: validation accuracy {accuracy:.4f}")
@@ -241,7 +246,8 @@ def train(args) -> None:
     val_logits = logits_for(model, val_states)
     val_logits, y_val = val_logits[three_way], y_val[three_way]
     temperature = fit_temperature(val_logits, y_val)
-    ece = {f"validation_ece_t{t}": expected_calibration_error(torch.softmax(val_logits / temp, -1), y_val)
+    ece = {f"validation_ece_t{t}":
+           expected_calibration_error(torch.softmax(val_logits / temp, -1), y_val)
            for t, temp in (("1", 1.0), ("fitted", temperature))}
     log(started, f"temperature {temperature:.3f}; {ece}")
     config = layers.LayersConfig(
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tweet-repeats", type=int, default=1)
     parser.add_argument("--sst-sentences", type=int, default=None, help="default: all")
     parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
-                        help="train SST-2 as negative-vs-positive only (its labels know no neutral)")
+                        help="SST-2 trained negative-vs-positive only (no neutral in its labels)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="per data set class weights (1/frequency)**power; 1 balances them")
     train(parser.parse_args(argv))

@@ -66,7 +66,8 @@ def test_binary_examples_ignore_the_neutral_logit_and_three_way_examples_use_it(
         torch.tensor([[1.0, 2.0]]), torch.tensor([1]), label_smoothing=0.05)
     assert losses[0] == pytest.approx(float(expected_binary))
     assert losses[1] > losses[0]  # the large neutral logit only costs the three-way example
-    raised = mixed_loss(logits + torch.tensor([0.0, 3.0, 0.0]), targets, torch.tensor([True, False]))
+    more_neutral = logits + torch.tensor([0.0, 3.0, 0.0])
+    raised = mixed_loss(more_neutral, targets, torch.tensor([True, False]))
     assert raised[0] == pytest.approx(float(losses[0]))
 
 
