@@ -11,24 +11,14 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from local_ray import BIN, REPO_ROOT, STOP_GRACE_S, free_port
 
 
 def app_environment(database_url: str) -> dict[str, str]:
@@ -95,7 +85,7 @@ class RayNodeProcesses:
         ))
 
     def start_head(self, *, num_cpus: int = 0, args: list[str] = (), extra_env=None,
-                   timeout_s: float = 90) -> "RayNodeProcesses":
+                   timeout_s: float = 90) -> RayNodeProcesses:
         """The head, with `num_cpus` 0 by default: like KubeRay's head, it runs no replicas."""
         self._spawn("head", [
             "--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}",
@@ -191,7 +181,7 @@ class RayNodeProcesses:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in reversed(self._processes):
             try:
-                process.wait(timeout=60)
+                process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
             try:  # fake autoscaler nodes may outlive the `ray start` process in its group
