@@ -81,6 +81,9 @@ async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
     user = None
     if len(form.username) <= USERNAME_MAX:
         user = await session.scalar(select(User).where(User.username == form.username))
+    # Hand the connection back before hashing: a pooled connection held through ~30 ms of
+    # argon2 per log-in exhausts the pool under a burst of log-ins.
+    await session.close()
     password_ok = False
     if len(form.password) <= PASSWORD_MAX:
         if user is None:
