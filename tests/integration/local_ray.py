@@ -31,6 +31,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ray_process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the Ray processes a test starts: token auth, the repo importable."""
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        **(extra or {}),
+    }
+
+
+def dashboard_auth_headers() -> dict[str, str]:
+    """The bearer token the dashboard's APIs want on a Ray 2.60 cluster (token auth)."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    token = os.environ.get("RAY_AUTH_TOKEN") or (
+        token_file.read_text().strip() if token_file.exists() else "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class LocalRayCluster:
     def __init__(self, *, num_cpus: int = 4, env: dict[str, str] | None = None, log_dir: Path):
         self.num_cpus = num_cpus
@@ -39,15 +58,7 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         self.serve_port = free_port()
         self.metrics_export_port = free_port()  # Ray's Prometheus export (scraped in tests)
-        self.env = {
-            **os.environ,
-            "RAY_AUTH_MODE": "token",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            **(env or {}),
-        }
+        self.env = ray_process_env({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})})
         self._process: subprocess.Popen | None = None
 
     @property
@@ -142,17 +153,12 @@ class LocalRayCluster:
             f"{self.dashboard_url}/api/v0/actors",
             params={"filter_keys": "state", "filter_predicates": "=", "filter_values": "ALIVE",
                     "limit": 1000},
-            headers=self._auth_headers(), timeout=30,
+            headers=dashboard_auth_headers(), timeout=30,
         )
         response.raise_for_status()
         actors = response.json()["data"]["result"]["result"]
         class_name = f"ServeReplica:{app}:{deployment}"
         return sorted(a["pid"] for a in actors if a.get("class_name") == class_name and a.get("pid"))
-
-    def _auth_headers(self) -> dict[str, str]:
-        token_file = Path.home() / ".ray" / "auth_token"
-        token = os.environ.get("RAY_AUTH_TOKEN") or (token_file.read_text().strip() if token_file.exists() else "")
-        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def stop(self) -> None:
         """End the `ray start --block` process group: it shuts down its own cluster only."""

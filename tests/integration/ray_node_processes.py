@@ -18,7 +18,14 @@ from typing import Any
 
 import httpx
 import yaml
-from local_ray import BIN, REPO_ROOT, STOP_GRACE_S, free_port
+from local_ray import (
+    BIN,
+    REPO_ROOT,
+    STOP_GRACE_S,
+    dashboard_auth_headers,
+    free_port,
+    ray_process_env,
+)
 
 
 def app_environment(database_url: str) -> dict[str, str]:
@@ -45,13 +52,7 @@ class RayNodeProcesses:
         self.log_dir = log_dir
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
-        self.env = {
-            **os.environ,
-            "RAY_AUTH_MODE": "token",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            **(env or {}),
-        }
+        self.env = ray_process_env(env)
         self._processes: list[subprocess.Popen] = []
         self._logs: list[Any] = []
 
@@ -121,12 +122,6 @@ class RayNodeProcesses:
 
     # --- the dashboard's state API (token auth, as every Ray 2.60 cluster) -----------------
 
-    def _headers(self) -> dict[str, str]:
-        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-        token = os.environ.get("RAY_AUTH_TOKEN") or (
-            token_file.read_text().strip() if token_file.exists() else "")
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
     def _state(self, resource: str, **filters: str) -> list[dict]:
         params: dict[str, Any] = {"limit": 10000, "detail": "true"}
         if filters:
@@ -134,7 +129,7 @@ class RayNodeProcesses:
             params["filter_predicates"] = ["="] * len(filters)
             params["filter_values"] = list(filters.values())
         response = httpx.get(f"{self.dashboard_url}/api/v0/{resource}", params=params,
-                             headers=self._headers(), timeout=30)
+                             headers=dashboard_auth_headers(), timeout=30)
         response.raise_for_status()
         return response.json()["data"]["result"]["result"]
 
