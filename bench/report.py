@@ -43,6 +43,7 @@ def summarize(raw: dict, baseline: list[dict], ours: dict, args) -> dict:
     results = {
         "machine": f"{platform.node()} ({platform.machine()}, {_cpus()} CPUs, no GPU)",
         "duration_s_per_step": args.duration,
+        "warmup_s": args.warmup,
         "raw_model": raw,
         "throughput_ratio_c32": _ratio(ours32 and ours32["rps"], base32 and base32["rps"]),
         "p99_ratio_c32": _ratio(ours32 and ours32["p99_ms"], base32 and base32["p99_ms"]),

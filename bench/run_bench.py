@@ -41,8 +41,11 @@ def raw_model_rate(seconds: float) -> dict:
 
 async def sweep(url: str, label: str, args) -> list[dict]:
     token = await obtain_token(url, USER, PASSWORD)
-    # One warm-up for the whole sweep: connections, the model's first batches, SQLite pages.
-    await run_closed_loop(url, token, route="/predict", concurrency=8, duration_s=3, warmup_s=0)
+    # One warm-up for the whole sweep: connections, the model's first batches, SQLite pages,
+    # and for Serve the replica count that sustained load settles on (the autoscaler acts
+    # after upscale_delay_s; the sweep's steps are shorter than its downscale_delay_s).
+    await run_closed_loop(url, token, route="/predict", concurrency=32,
+                          duration_s=args.warmup, warmup_s=0)  # fmt: skip
     rows = []
     for route, texts in ROUTES:
         levels = args.concurrency if texts == 1 else args.batch_concurrency
@@ -111,6 +114,8 @@ async def measure_ours(service: RayServe, args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per load step")
+    parser.add_argument("--warmup", type=float, default=30.0,
+                        help="seconds of load before each server's sweep")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     # 128 clients x 32 texts is 4096 texts in flight: a minute per request on two cores.
     parser.add_argument("--batch-concurrency", type=int, nargs="+", default=[1, 8, 32])

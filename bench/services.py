@@ -21,6 +21,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from deployments.ray_auth import dashboard_headers as ray_auth_headers
+from deployments.ray_auth import ensure_auth_token
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -42,15 +45,6 @@ def base_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def ray_auth_headers() -> dict[str, str]:
-    """Ray's dashboard API wants the cluster token that `ray start` keeps in ~/.ray/auth_token."""
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    token = os.environ.get("RAY_AUTH_TOKEN") or (
-        token_file.read_text().strip() if token_file.exists() else ""
-    )
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def wait_http_ok(
@@ -156,6 +150,7 @@ class RayServe:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self) -> None:
+        ensure_auth_token(str(BIN / "ray"))
         migrate(self.database_url)
         ports = {
             "--port": self.gcs_port,

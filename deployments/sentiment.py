@@ -1,7 +1,7 @@
 """SentimentModel: the Ray Serve deployment that runs the classifier in batches.
 
-Each handle call (`classify(texts)`, one per HTTP request) fans its texts into a
-`@serve.batch` method, so texts from concurrent requests share one forward pass.
+Each handle call (`classify(texts)`, carrying one or several HTTP requests' texts) hands its
+texts to a `@serve.batch` method, so texts from concurrent calls share one forward pass.
 Answers for recently seen texts come from a per-replica LRU cache. Everything that
 may change at run time (model directory, batch knobs, cache size) arrives through
 `user_config` and is applied in place by `reconfigure`, without restarting the replica.
@@ -21,6 +21,7 @@ from ray import serve
 from deployments.metrics import ModelMetrics, TimedTokenizer
 from deployments.model_config import ModelConfig
 from deployments.prediction_cache import PredictionCache, normalize_text
+from deployments.text_groups import count_texts, flatten, regroup
 from serve_app.classifier import Prediction, SentimentClassifier
 
 logger = logging.getLogger("ray.serve")
@@ -59,6 +60,7 @@ class SentimentModel:
         self._load_error: str | None = None
         self._cache = PredictionCache(0)
         self._batch_sizes: Counter[int] = Counter()
+        self._calls = 0  # handle calls received; each may carry several requests' texts
         self._metrics = ModelMetrics()
         self._tokenizer_timer: TimedTokenizer | None = None
 
@@ -99,6 +101,7 @@ class SentimentModel:
     async def classify(self, texts: list[str]) -> list[Prediction]:
         """Handle entry point: predictions for `texts`, in order."""
         arrived_at = time.perf_counter()
+        self._calls += 1
         keys = [normalize_text(t) for t in texts]
         hits, misses = self._cache.hits, self._cache.misses
         results: list[Prediction | None] = [self._cache.get(k) for k in keys]
@@ -106,26 +109,34 @@ class SentimentModel:
                                    self._cache.hits, self._cache.misses)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
+            # A call's texts join batches as a group (one batch item, not one per text, which
+            # saves the batcher's per-item work), in chunks that each fit one batch.
+            size = self._classify_batch._get_max_batch_size()
+            chunks = [missing[start : start + size] for start in range(0, len(missing), size)]
             computed = await asyncio.gather(
-                *(self._classify_batch(keys[i], arrived_at) for i in missing))
-            for i, prediction in zip(missing, computed):
-                results[i] = prediction
-                self._cache.put(keys[i], prediction)
+                *(self._classify_batch([keys[i] for i in chunk], arrived_at) for chunk in chunks))
+            for chunk, predictions in zip(chunks, computed):
+                for i, prediction in zip(chunk, predictions):
+                    results[i] = prediction
+                    self._cache.put(keys[i], prediction)
         self._metrics.record_labels(r.label for r in results)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _classify_batch(self, texts: list[str], arrived_at: list[float]) -> list[Prediction]:
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=count_texts)
+    async def _classify_batch(self, groups: list[list[str]],
+                              arrived_at: list[float]) -> list[list[Prediction]]:
+        """One forward pass over the texts of several calls (max_batch_size counts texts)."""
         classifier = self._classifier
+        texts = flatten(groups)
         started = time.perf_counter()
         # In a worker thread: torch releases the GIL, so the replica's event loop keeps
         # accepting requests and the next batch fills while this one runs.
         predictions = await asyncio.to_thread(classifier.predict, texts)
         tokenize_s = self._tokenizer_timer.take_seconds() if self._tokenizer_timer else 0.0
-        self._metrics.record_batch(len(texts), [started - t for t in arrived_at], tokenize_s,
-                                   time.perf_counter() - started)
+        waits = [started - t for group, t in zip(groups, arrived_at) for _ in group]
+        self._metrics.record_batch(len(texts), waits, tokenize_s, time.perf_counter() - started)
         self._batch_sizes[len(texts)] += 1
-        return predictions
+        return regroup(predictions, groups)
 
     def check_health(self) -> None:
         if self._classifier is None:
@@ -139,6 +150,7 @@ class SentimentModel:
             "labels": list(self._classifier.labels) if self._classifier else [],
             "load_error": self._load_error,
             "batch_sizes": dict(self._batch_sizes),
+            "calls": self._calls,
             "max_batch_size": self._classify_batch._get_max_batch_size(),
             "batch_wait_timeout_s": self._classify_batch._get_batch_wait_timeout_s(),
             "cache": self._cache.stats(),

@@ -20,6 +20,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from deployments.ray_auth import dashboard_headers as dashboard_auth_headers
+from deployments.ray_auth import ensure_auth_token
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STOP_GRACE_S = 5  # then the whole process group is killed
@@ -33,6 +36,7 @@ def free_port() -> int:
 
 def ray_process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the Ray processes a test starts: token auth, the repo importable."""
+    ensure_auth_token(str(BIN / "ray"))
     return {
         **os.environ,
         "RAY_AUTH_MODE": "token",
@@ -40,14 +44,6 @@ def ray_process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         **(extra or {}),
     }
-
-
-def dashboard_auth_headers() -> dict[str, str]:
-    """The bearer token the dashboard's APIs want on a Ray 2.60 cluster (token auth)."""
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    token = os.environ.get("RAY_AUTH_TOKEN") or (
-        token_file.read_text().strip() if token_file.exists() else "")
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class LocalRayCluster:

@@ -1,4 +1,5 @@
-"""Concurrent requests are served in shared model batches, not one text per forward pass."""
+"""Concurrent requests are served in shared model batches, not one text per forward pass,
+and reach the model in shared handle calls, not one call per request."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ async def test_concurrent_requests_share_model_batches(serve_instance):
     # load); that texts of different requests share forward passes does not.
     assert max(batches) > 1, f"every text ran alone: {dict(batches)}"
     assert sum(batches.values()) < texts_run, "fewer forward passes than texts"
+    calls = sum(s["calls"] for s in after.values()) - sum(s["calls"] for s in before.values())
+    print(f"{calls} handle calls carried {CONCURRENT_REQUESTS} requests")
+    assert 1 <= calls < CONCURRENT_REQUESTS, "each request made its own handle call"
     configured = serve_instance.config["applications"][0]["deployments"]
     max_batch = next(d for d in configured if d["name"] == "SentimentModel")[
         "user_config"]["max_batch_size"]

@@ -9,6 +9,7 @@ import pytest
 from deployments.model_config import ModelConfig
 from deployments.prediction_cache import PredictionCache, normalize_text
 from deployments.sentiment import SentimentModel
+from deployments.text_groups import count_texts, flatten, regroup
 
 
 @pytest.fixture
@@ -63,3 +64,12 @@ def test_lru_cache_evicts_the_least_recently_used_entry():
 def test_normalization_collapses_whitespace_and_keeps_case():
     assert normalize_text("  Good \n\t movie ") == "Good movie"
     assert normalize_text("GOOD") != normalize_text("good")
+
+
+def test_answers_go_back_to_their_own_request_in_order():
+    groups = [["a", "b"], ["c"], [], ["d", "e", "f"]]
+    assert flatten(groups) == ["a", "b", "c", "d", "e", "f"]
+    assert count_texts(groups) == 6
+    assert regroup([1, 2, 3, 4, 5, 6], groups) == [[1, 2], [3], [], [4, 5, 6]]
+    with pytest.raises(RuntimeError):
+        regroup([1, 2], groups)
