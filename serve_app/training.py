@@ -5,7 +5,10 @@
 The bottom ``--frozen-layers`` encoder layers stay frozen: their outputs are computed once
 and cached, so each epoch only runs the top layers. Those get LoRA adapters on every linear
 layer (plus trainable LayerNorms), and a classification head reads the mean-pooled output.
-``--frozen-layers 6`` trains the head alone on frozen sentence embeddings. A temperature is
+``--frozen-layers 6`` trains the head alone on frozen sentence embeddings. With
+``--full-rank-export R`` the top layers are fine-tuned in full instead (LoRA off), and each
+linear layer's weight change is stored as its best rank-R approximation (truncated SVD) in
+the same LoRA format, with the changed biases and LayerNorms stored outright. A temperature is
 then fitted on the validation split, and the result is written in the format
 ``serve_app.encoder_layers`` defines. Seeded: the same command gives the same weights.
 """
@@ -50,15 +53,23 @@ class LoRALinear(nn.Module):
 class TopModel(nn.Module):
     """Encoder layers ``first..`` with LoRA, mean pooling and the classification head."""
 
-    def __init__(self, encoder, first: int, rank: int, alpha: float, hidden: int):
+    def __init__(self, encoder, first: int, rank: int, alpha: float, hidden: int,
+                 full_rank_export: int = 0):
         super().__init__()
         self.config = encoder.config
         self.first = first
+        self.alpha = alpha
         self.layers = nn.ModuleList(encoder.encoder.layer[first:])
+        self.full_rank_export = full_rank_export
+        full = self.full = full_rank_export > 0
+        # Full fine-tuning: every parameter of the top layers trains; the export compares
+        # them with these originals.
+        self.original = ({k: v.detach().clone() for k, v in self.layers.state_dict().items()}
+                         if full else {})
         for p in self.layers.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(full)
         self.lora: dict[str, LoRALinear] = {}
-        for offset, layer in enumerate(self.layers):
+        for offset, layer in enumerate([] if full else self.layers):
             for name in LINEAR_NAMES:
                 parent_name, _, attr = name.rpartition(".")
                 parent = layer.get_submodule(parent_name)
@@ -79,6 +90,28 @@ class TopModel(nn.Module):
         return self.head(layers.pool(hidden, mask, "mean"))
 
     def export(self) -> dict[str, torch.Tensor]:
+        return self._export_full(self.full_rank_export) if self.full else self._export_lora()
+
+    def _export_full(self, rank: int) -> dict[str, torch.Tensor]:
+        """Weight changes as rank-``rank`` factors (alpha / rank * B @ A), the rest outright."""
+        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        scale = self.alpha / rank
+        for key, value in self.layers.state_dict().items():
+            offset, _, param = key.partition(".")
+            name = f"encoder.layer.{self.first + int(offset)}.{param}"
+            delta = value - self.original[key]
+            if not delta.abs().max() > 0:
+                continue
+            module, _, kind = name.rpartition(".")
+            if kind == "weight" and delta.dim() == 2:
+                u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
+                tensors[f"lora.{module}.A"] = vh[:rank]
+                tensors[f"lora.{module}.B"] = u[:, :rank] * sv[:rank] / scale
+            else:  # biases and LayerNorms: small, stored as they are
+                tensors[f"encoder.{name}"] = value
+        return {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+
+    def _export_lora(self) -> dict[str, torch.Tensor]:
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         for name, module in self.lora.items():
             tensors[f"lora.{name}.A"] = module.A
@@ -211,7 +244,8 @@ def train(args) -> None:
     y_train, y_val = label_ids(split.train.labels), label_ids(split.validation.labels)
     log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
 
-    model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden)
+    model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden,
+                     full_rank_export=args.full_rank_export)
     weights = example_weights(split.train_sources, split.train.labels, args.class_weight_power)
     binary_sources = BINARY_SOURCES if args.binary_sst else set()
     binary = torch.tensor([s in binary_sources for s in split.train_sources])
@@ -219,6 +253,7 @@ def train(args) -> None:
     three_way = torch.tensor([s not in binary_sources for s in split.validation_sources])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
+    log(started, f"{sum(p.numel() for p in trainable):,} trainable parameters")
     batches_per_epoch = math.ceil(len(train_states) / args.batch_size)
     total = batches_per_epoch * args.epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=total,
@@ -254,7 +289,9 @@ def train(args) -> None:
         name=args.name, labels=list(LABELS), pooling="mean", lora_alpha=args.alpha,
         temperature=temperature,
         training={"command": " ".join(["python -m serve_app.training"] + sys.argv[1:]),
-                  "seed": args.seed, "frozen_layers": args.frozen_layers, "rank": args.rank,
+                  "seed": args.seed, "frozen_layers": args.frozen_layers,
+                  "rank": args.full_rank_export or args.rank,
+                  "method": "full fine-tuning, SVD export" if model.full else "LoRA",
                   "epochs": args.epochs, "train_examples": len(train_states),
                   "seconds": round(time.monotonic() - started), **ece},
     )
@@ -283,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frozen-layers", type=int, default=3)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=16.0)
+    parser.add_argument("--full-rank-export", type=int, default=0, metavar="R",
+                        help="fine-tune the top layers in full; store rank-R weight changes")
     parser.add_argument("--head-hidden", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)

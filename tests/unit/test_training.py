@@ -25,9 +25,13 @@ def _tiny_encoder(seed: int = 0) -> BertModel:
     return BertModel(config, add_pooling_layer=False).eval()
 
 
-def test_exported_lora_layers_merged_into_a_fresh_encoder_give_the_trained_logits():
+@pytest.mark.parametrize("full_rank_export", [0, 24], ids=["lora", "full-fine-tuning-svd"])
+def test_exported_layers_merged_into_a_fresh_encoder_give_the_trained_logits(full_rank_export):
+    """LoRA factors merge exactly; so do full fine-tuning's weight changes exported by SVD at
+    full rank (24 = the tiny encoder's width), with its biases and LayerNorms stored as is."""
     trained_encoder = _tiny_encoder()
-    model = TopModel(trained_encoder, first=1, rank=4, alpha=8.0, hidden=0).eval()
+    model = TopModel(trained_encoder, first=1, rank=4, alpha=8.0, hidden=0,
+                     full_rank_export=full_rank_export).eval()
     with torch.no_grad():  # B starts at zero; make every update count
         for p in model.parameters():
             if p.requires_grad:
@@ -40,6 +44,7 @@ def test_exported_lora_layers_merged_into_a_fresh_encoder_give_the_trained_logit
 
     fresh = _tiny_encoder()  # same base weights, nothing trained
     tensors = model.export()
+    assert any(k.startswith("lora.") for k in tensors)
     encoder_layers.merge_into_encoder(fresh, tensors, alpha=8.0)
     head = encoder_layers.ClassificationHead.from_tensors(tensors).eval()
     input_ids, mask = pad([torch.tensor(x) for x in ids])
@@ -47,6 +52,16 @@ def test_exported_lora_layers_merged_into_a_fresh_encoder_give_the_trained_logit
         out = fresh(input_ids=input_ids, attention_mask=mask).last_hidden_state
         merged = head(encoder_layers.pool(out, mask, "mean"))
     torch.testing.assert_close(merged, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_low_rank_export_of_full_fine_tuning_keeps_only_that_many_factors():
+    model = TopModel(_tiny_encoder(), first=1, rank=4, alpha=8.0, hidden=0, full_rank_export=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tensors = model.export()
+    factors = [v for k, v in tensors.items() if k.endswith(".A")]
+    assert factors and all(a.shape[0] == 3 for a in factors)
 
 
 def test_example_weights_balance_classes_within_each_data_set_and_keep_set_sizes():
