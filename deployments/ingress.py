@@ -32,7 +32,7 @@ from serve_app.errors import ModelUnavailableError
 
 # Measured on 2 CPU cores (see serve_config.yaml): every request waits here while the
 # model batches, so the ingress must admit far more than the model's batch size.
-INGRESS_MAX_ONGOING_REQUESTS = 256
+INGRESS_MAX_ONGOING_REQUESTS = 512
 MODEL_BUSY_RETRY_AFTER_S = 1
 # Requests of up to COALESCE_MAX_TEXTS texts share handle calls, up to
 # COALESCE_MAX_REQUESTS per call; larger requests are worth a call of their own. A second
@@ -42,6 +42,11 @@ MODEL_BUSY_RETRY_AFTER_S = 1
 COALESCE_MAX_TEXTS = 8
 COALESCE_MAX_REQUESTS = 32
 MODEL_CALLS_IN_FLIGHT = 4
+# Requests of this replica waiting for the model, beyond which new ones get 503 +
+# Retry-After at once: about 3 s of work on 2 cores. Kept below max_ongoing_requests so that
+# load is shed here and not in Serve's proxy queue, whose router polls a full replica with
+# growing back-off and leaves the model idle while clients wait.
+MAX_WAITING_FOR_MODEL = 384
 
 
 @serve.deployment(
@@ -54,6 +59,7 @@ class APIIngress:
     def __init__(self, model: DeploymentHandle) -> None:
         self._model = model
         self._metrics = IngressMetrics()
+        self._waiting = 0  # requests of this replica waiting for the model
 
     def __serve_build_asgi_app__(self):
         app = create_app(self.classify, on_log_commit=self._metrics.observe_db_commit)
@@ -61,9 +67,17 @@ class APIIngress:
         return app
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
-        if len(texts) > COALESCE_MAX_TEXTS:
-            return await self._call_model(texts)
-        return await self._classify_coalesced(texts)
+        if self._waiting >= MAX_WAITING_FOR_MODEL:
+            note_rejection(MODEL_OVERLOADED)
+            raise ModelUnavailableError("The model is overloaded; retry shortly.",
+                                        retry_after=MODEL_BUSY_RETRY_AFTER_S)
+        self._waiting += 1
+        try:
+            if len(texts) > COALESCE_MAX_TEXTS:
+                return await self._call_model(texts)
+            return await self._classify_coalesced(texts)
+        finally:
+            self._waiting -= 1
 
     # No wait: a call leaves at once when one is free, and requests queue only while both
     # calls are out, so coalescing never delays a request on an idle service.
