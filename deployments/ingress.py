@@ -79,8 +79,8 @@ class APIIngress:
         finally:
             self._waiting -= 1
 
-    # No wait: a call leaves at once when one is free, and requests queue only while both
-    # calls are out, so coalescing never delays a request on an idle service.
+    # No wait: a call leaves at once when one is free, and requests queue only while every
+    # call is out, so sharing calls never delays a request on an idle service.
     @serve.batch(max_batch_size=COALESCE_MAX_REQUESTS, batch_wait_timeout_s=0.0,
                  max_concurrent_batches=MODEL_CALLS_IN_FLIGHT)
     async def _classify_coalesced(self, requests: list[list[str]]) -> list[list[Prediction]]:
