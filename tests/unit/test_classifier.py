@@ -190,3 +190,8 @@ def test_hugging_face_model_version_changes_with_its_weights(tiny_hf_dir, tmp_pa
 def test_a_directory_that_is_no_model_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         SentimentClassifier.load(tmp_path)
+
+
+def test_the_shipped_layers_stay_within_five_megabytes():
+    size = sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.iterdir() if f.is_file())
+    assert 0 < size <= 5_000_000, f"models/default holds {size:,} bytes"
