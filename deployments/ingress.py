@@ -37,7 +37,8 @@ MODEL_BUSY_RETRY_AFTER_S = 1
 # Requests of up to COALESCE_MAX_TEXTS texts share handle calls, up to
 # COALESCE_MAX_REQUESTS per call; larger requests are worth a call of their own. Several
 # calls in flight let a model replica start its next batch while the previous answer travels
-# back, and keep two model replicas fed (2 in flight measured at half the throughput of 4).
+# back, and keep two model replicas fed (with 2, one ingress never pushed the model past its
+# autoscaling target and 32 clients got half the throughput of 4).
 # This caps the model's ongoing requests per ingress replica, which is why its autoscaling
 # target in serve_config.yaml is low.
 COALESCE_MAX_TEXTS = 8
