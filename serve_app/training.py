@@ -51,7 +51,8 @@ class LoRALinear(nn.Module):
 
 
 class TopModel(nn.Module):
-    """Encoder layers ``first..`` with LoRA, mean pooling and the classification head."""
+    """Encoder layers ``first..`` with LoRA (or all trainable, with ``full_rank_export``),
+    mean pooling and the classification head."""
 
     def __init__(self, encoder, first: int, rank: int, alpha: float, hidden: int,
                  full_rank_export: int = 0):
