@@ -62,15 +62,14 @@ class TopModel(nn.Module):
         self.alpha = alpha
         self.layers = nn.ModuleList(encoder.encoder.layer[first:])
         self.full_rank_export = full_rank_export
-        full = self.full = full_rank_export > 0
         # Full fine-tuning: every parameter of the top layers trains; the export compares
         # them with these originals.
         self.original = ({k: v.detach().clone() for k, v in self.layers.state_dict().items()}
-                         if full else {})
+                         if self.full else {})
         for p in self.layers.parameters():
-            p.requires_grad_(full)
+            p.requires_grad_(self.full)
         self.lora: dict[str, LoRALinear] = {}
-        for offset, layer in enumerate([] if full else self.layers):
+        for offset, layer in enumerate([] if self.full else self.layers):
             for name in LINEAR_NAMES:
                 parent_name, _, attr = name.rpartition(".")
                 parent = layer.get_submodule(parent_name)
@@ -90,12 +89,17 @@ class TopModel(nn.Module):
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         return self.head(layers.pool(hidden, mask, "mean"))
 
-    def export(self) -> dict[str, torch.Tensor]:
-        return self._export_full(self.full_rank_export) if self.full else self._export_lora()
+    @property
+    def full(self) -> bool:
+        return self.full_rank_export > 0
 
-    def _export_full(self, rank: int) -> dict[str, torch.Tensor]:
-        """Weight changes as rank-``rank`` factors (alpha / rank * B @ A), the rest outright."""
+    def export(self) -> dict[str, torch.Tensor]:
+        return self._export_full() if self.full else self._export_lora()
+
+    def _export_full(self) -> dict[str, torch.Tensor]:
+        """Weight changes as rank-R factors (alpha / R * B @ A), the rest outright."""
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        rank = self.full_rank_export
         scale = self.alpha / rank
         for key, value in self.layers.state_dict().items():
             offset, _, param = key.partition(".")
