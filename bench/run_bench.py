@@ -25,7 +25,8 @@ from pathlib import Path
 from bench import report
 from bench.loadgen import LoadResult, obtain_token, run_closed_loop
 from bench.scrape import scrape
-from bench.services import BIN, REPO, RayServe, baseline_server, base_env, scratch_dir
+from bench.services import BIN, REPO, RayServe, baseline_server, scratch_dir
+from deployments.ray_auth import ray_process_env
 
 USER, PASSWORD = "bench_user", "bench-password-123"
 ROUTES = (("/predict", 1), ("/predict/batch", 32))
@@ -34,7 +35,7 @@ ROUTES = (("/predict", 1), ("/predict/batch", 32))
 def raw_model_rate(seconds: float) -> dict:
     out = subprocess.run(
         [str(BIN / "python"), "-m", "bench.raw_model", "--seconds", str(seconds)],
-        cwd=REPO, env=base_env(), check=True, capture_output=True, text=True,
+        cwd=REPO, env=ray_process_env(), check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])
 

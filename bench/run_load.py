@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.services import BIN, REPO, RayServe, base_env, scratch_dir
+from bench.services import BIN, REPO, RayServe, scratch_dir
+from deployments.ray_auth import ray_process_env
 
 
 def run_locust(host: str, args) -> dict:
@@ -23,7 +24,7 @@ def run_locust(host: str, args) -> dict:
            "--host", host, "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
            "--run-time", args.run_time, "--stop-timeout", "30", "--only-summary",
            "--loglevel", "WARNING"]  # fmt: skip
-    env = base_env(LOAD_JSON=str(args.out))
+    env = ray_process_env(LOAD_JSON=str(args.out))
     subprocess.run(cmd, cwd=REPO, env=env, check=False)  # locust exits 1 when a request failed
     return json.loads(args.out.read_text())
 

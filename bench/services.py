@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from deployments.ray_auth import dashboard_headers as ray_auth_headers
-from deployments.ray_auth import ensure_auth_token
+from deployments.ray_auth import ray_process_env
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -32,19 +32,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=str(REPO),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        RAY_AUTH_MODE="token",
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    env.update(extra)
-    return env
 
 
 def wait_http_ok(
@@ -84,7 +71,7 @@ def migrate(database_url: str) -> None:
     subprocess.run(
         [str(BIN / "alembic"), "upgrade", "head"],
         cwd=REPO,
-        env=base_env(DATABASE_URL=database_url),
+        env=ray_process_env(DATABASE_URL=database_url),
         check=True,
         capture_output=True,
     )
@@ -112,7 +99,7 @@ def baseline_server(workdir: Path, **env_extra: str) -> Iterator[str]:
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=base_env(**app_env(db_url, **env_extra)), start_new_session=True
+        cmd, cwd=REPO, env=ray_process_env(**app_env(db_url, **env_extra)), start_new_session=True
     )
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/health", 180, proc)
@@ -150,7 +137,6 @@ class RayServe:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self) -> None:
-        ensure_auth_token(str(BIN / "ray"))
         migrate(self.database_url)
         ports = {
             "--port": self.gcs_port,
@@ -170,7 +156,7 @@ class RayServe:
             cmd += [flag, str(port)]
         log = open(self.workdir / "ray-start.log", "wb")  # noqa: SIM115 - lives as long as Ray
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=base_env(**self.cluster_env), stdout=log, stderr=subprocess.STDOUT,
+            cmd, cwd=REPO, env=ray_process_env(**self.cluster_env), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         wait_http_ok(f"{self.dashboard}/api/version", 120, self.proc, ray_auth_headers())
@@ -212,7 +198,7 @@ class RayServe:
         before = {name: app.get("last_deployed_time_s") for name, app in self._apps_or_empty().items()}
         subprocess.run(
             [str(BIN / "serve"), "deploy", str(path), "-a", self.dashboard],
-            cwd=REPO, env=base_env(), check=True, capture_output=True,
+            cwd=REPO, env=ray_process_env(), check=True, capture_output=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -10,7 +10,11 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import sys
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RAY_CLI = str(Path(sys.executable).parent / "ray")
 
 
 def token_file() -> Path:
@@ -26,6 +30,21 @@ def auth_token() -> str:
 def dashboard_headers() -> dict[str, str]:
     token = auth_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ray_process_env(**extra: str) -> dict[str, str]:
+    """Environment for Ray processes started from this checkout: token auth, offline models,
+    the repository importable; a token is created first when none exists."""
+    ensure_auth_token(RAY_CLI)
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        **extra,
+    }
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from deployments.ray_auth import dashboard_headers as dashboard_auth_headers
-from deployments.ray_auth import ensure_auth_token
+from deployments.ray_auth import ray_process_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -34,18 +34,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ray_process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the Ray processes a test starts: token auth, the repo importable."""
-    ensure_auth_token(str(BIN / "ray"))
-    return {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        **(extra or {}),
-    }
-
-
 class LocalRayCluster:
     def __init__(self, *, num_cpus: int = 4, env: dict[str, str] | None = None, log_dir: Path):
         self.num_cpus = num_cpus
@@ -54,7 +42,7 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         self.serve_port = free_port()
         self.metrics_export_port = free_port()  # Ray's Prometheus export (scraped in tests)
-        self.env = ray_process_env({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})})
+        self.env = ray_process_env(**(env or {}))
         self._process: subprocess.Popen | None = None
 
     @property

@@ -52,7 +52,7 @@ class RayNodeProcesses:
         self.log_dir = log_dir
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
-        self.env = ray_process_env(env)
+        self.env = ray_process_env(**(env or {}))
         self._processes: list[subprocess.Popen] = []
         self._logs: list[Any] = []
 
