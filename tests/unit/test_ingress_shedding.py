@@ -5,6 +5,8 @@ tests/integration/test_batching.py; shedding under load by `bench.overload`.)"""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from deployments.ingress import MAX_WAITING_FOR_MODEL, APIIngress
@@ -19,11 +21,10 @@ class UnreachableModel:
 
 
 async def test_a_request_past_the_waiting_bound_is_refused_without_calling_the_model():
-    # The replica's own __init__ is Serve's (it builds the ASGI app); set up what classify uses.
-    ingress = object.__new__(APIIngress.func_or_class)
-    ingress._model = UnreachableModel()
-    ingress._waiting = MAX_WAITING_FOR_MODEL
+    # The method on a bare state object: a real instance needs Serve's __init__ (it builds the
+    # ASGI app), and one built without it warns from Serve's async __del__.
+    ingress = SimpleNamespace(_model=UnreachableModel(), _waiting=MAX_WAITING_FOR_MODEL)
     with pytest.raises(ModelUnavailableError) as refused:
-        await ingress.classify(["a text"])
+        await APIIngress.func_or_class.classify(ingress, ["a text"])
     assert refused.value.retry_after >= 1
     assert ingress._waiting == MAX_WAITING_FOR_MODEL  # nothing leaked into the count
