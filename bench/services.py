@@ -10,7 +10,6 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,12 @@ from pathlib import Path
 import httpx
 import yaml
 
+from deployments.local_ports import free_port
 from deployments.ray_auth import dashboard_headers as ray_auth_headers
 from deployments.ray_auth import ray_process_env
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http_ok(

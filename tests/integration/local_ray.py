@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,13 @@ from pathlib import Path
 import httpx
 import yaml
 
+from deployments.local_ports import free_port
 from deployments.ray_auth import dashboard_headers as dashboard_auth_headers
 from deployments.ray_auth import ray_process_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STOP_GRACE_S = 5  # then the whole process group is killed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalRayCluster:

@@ -15,12 +15,14 @@ import struct
 import threading
 from concurrent.futures import Future
 
+from deployments.local_ports import free_port
+
 
 class TcpProxy:
     def __init__(self, upstream_host: str, upstream_port: int, listen_host: str = "127.0.0.1"):
         self.upstream = (upstream_host, upstream_port)
         self.host = listen_host
-        self.port = _free_port(listen_host)
+        self.port = free_port(listen_host)
         self.connections_accepted = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-proxy")
@@ -123,8 +125,3 @@ def _reset(writer: asyncio.StreamWriter) -> None:
             pass
     writer.transport.abort()
 
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]

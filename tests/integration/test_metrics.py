@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from deployments.local_ports import free_port
 from serve_stack import signup_and_login
 
 pytestmark = pytest.mark.ray
@@ -45,12 +45,6 @@ CUSTOM_SERIES = {
     "ray_sentiment_rejected_requests_total": {"reason", "route"},
 }
 STAGES = {"queue", "tokenize", "inference", "model_call", "db_write"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
