@@ -237,7 +237,7 @@ def train(args) -> None:
     started = time.monotonic()
     split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
                               airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
-                              sst_sentences=args.sst_sentences)
+                              sst_sentences=args.sst_sentences, sst_min_words=args.sst_min_words)
     encoder, tokenizer = load_encoder()
 
     def tokenize(texts: list[str]) -> list[list[int]]:
@@ -336,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airline-train", type=int, default=6000)
     parser.add_argument("--tweet-repeats", type=int, default=1)
     parser.add_argument("--sst-sentences", type=int, default=None, help="default: all")
+    parser.add_argument("--sst-min-words", type=int, default=3,
+                        help="shortest SST-2 phrase trained on, in words")
     parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
                         help="SST-2 trained negative-vs-positive only (no neutral in its labels)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,

@@ -123,7 +123,7 @@ class Split:
 
 def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000,
                       airline_train: int = 6000, tweet_repeats: int = 1,
-                      sst_sentences: int | None = None) -> Split:
+                      sst_sentences: int | None = None, sst_min_words: int = 3) -> Split:
     """The fixed split of ``../shared/data`` used for training and for the reported figures."""
     rng = random.Random(seed)
     train, validation, tests, sources, validation_sources = Examples(), Examples(), {}, [], []
@@ -159,7 +159,7 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
     for i in phrases:
         if len(picked) >= sst_phrases:
             break
-        if len(sst.texts[i].split()) >= 3 and not any(f" {sst.texts[i]} " in h for h in held):
+        if len(sst.texts[i].split()) >= sst_min_words and not any(f" {sst.texts[i]} " in h for h in held):
             picked.append(i)
     add_train(sst.subset(picked), "sst2")
 
