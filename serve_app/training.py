@@ -237,7 +237,8 @@ def train(args) -> None:
     started = time.monotonic()
     split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
                               airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
-                              sst_sentences=args.sst_sentences, sst_min_words=args.sst_min_words)
+                              sst_sentences=args.sst_sentences, sst_min_words=args.sst_min_words,
+                              sst_sentence_repeats=args.sst_sentence_repeats)
     encoder, tokenizer = load_encoder()
 
     def tokenize(texts: list[str]) -> list[list[int]]:
@@ -264,6 +265,7 @@ def train(args) -> None:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=total,
                                                    pct_start=0.1, anneal_strategy="linear")
     lengths = [s.shape[0] for s in train_states]
+    ema = [p.detach().clone() for p in trainable] if args.ema_decay else None
     for epoch in range(args.epochs):
         model.train()
         running = 0.0
@@ -275,6 +277,10 @@ def train(args) -> None:
             loss.backward()
             optimiser.step()
             schedule.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for average, param in zip(ema, trainable):
+                        average.lerp_(param, 1 - args.ema_decay)
             running += loss.item()
             if step % 100 == 0:
                 log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} "
@@ -283,6 +289,12 @@ def train(args) -> None:
         accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
         log(started, f"epoch {epoch + 1} done: validation accuracy {accuracy:.4f}")
 
+    if ema is not None:  # the average, not the last step, is what gets calibrated and shipped
+        with torch.no_grad():
+            for param, average in zip(trainable, ema):
+                param.copy_(average)
+        accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
+        log(started, f"weight average: validation accuracy {accuracy:.4f}")
     val_logits = logits_for(model, val_states)
     val_logits, y_val = val_logits[three_way], y_val[three_way]
     temperature = fit_temperature(val_logits, y_val)
@@ -338,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sst-sentences", type=int, default=None, help="default: all")
     parser.add_argument("--sst-min-words", type=int, default=3,
                         help="shortest SST-2 phrase trained on, in words")
+    parser.add_argument("--sst-sentence-repeats", type=int, default=1,
+                        help="times each SST-2 training sentence is seen per epoch")
+    parser.add_argument("--ema-decay", type=float, default=0.0,
+                        help="export an exponential moving average of the weights (0: off)")
     parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
                         help="SST-2 trained negative-vs-positive only (no neutral in its labels)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,

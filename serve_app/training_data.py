@@ -123,7 +123,8 @@ class Split:
 
 def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000,
                       airline_train: int = 6000, tweet_repeats: int = 1,
-                      sst_sentences: int | None = None, sst_min_words: int = 3) -> Split:
+                      sst_sentences: int | None = None, sst_min_words: int = 3,
+                      sst_sentence_repeats: int = 1) -> Split:
     """The fixed split of ``../shared/data`` used for training and for the reported figures."""
     rng = random.Random(seed)
     train, validation, tests, sources, validation_sources = Examples(), Examples(), {}, [], []
@@ -150,7 +151,9 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
     rng.shuffle(sentences)
     tests["sst2_sentences"] = sst.subset(sentences[:1000])
     add_validation(sst.subset(sentences[1000:1300]), "sst2")
-    add_train(sst.subset(sentences[1300:][:sst_sentences]), "sst2")
+    # Whole sentences are what reviews look like, and few beside the phrases: repeatable.
+    for _ in range(sst_sentence_repeats):
+        add_train(sst.subset(sentences[1300:][:sst_sentences]), "sst2")
     # Phrases add vocabulary, but never ones taken from held-out sentences.
     held = [f" {sst.texts[i]} " for i in sentences[:1300]]
     sentence_set = set(sentences)

@@ -4,6 +4,7 @@ the data readers, and the held-out split of the shared data."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,17 @@ def test_the_split_is_the_same_every_time(shared_split):
     again = split_shared_data(SHARED_DATA)
     assert again.tests["tweeteval"].texts == shared_split.tests["tweeteval"].texts
     assert again.train.texts == shared_split.train.texts
+
+
+def test_short_phrases_and_repeated_sentences_keep_held_out_text_out_of_training(shared_split):
+    split = split_shared_data(SHARED_DATA, sst_phrases=100_000, sst_min_words=1,
+                              sst_sentence_repeats=2)
+    sst = Counter(t for t, source in zip(split.train.texts, split.train_sources) if source == "sst2")
+    short = [t for t in sst if len(t.split()) <= 2]
+    default_sst = [t for t, source in zip(shared_split.train.texts, shared_split.train_sources)
+                   if source == "sst2"]
+    assert short and min(len(t.split()) for t in default_sst) == 3
+    held_out = [f" {s} " for s in split.tests["sst2_sentences"].texts]
+    assert not any(f" {t} " in s for t in short for s in held_out)
+    repeated = [t for t, seen in sst.items() if seen == 2]
+    assert len(repeated) > 4000 and all(t.split()[-1] in {".", "!", "?"} for t in repeated)
