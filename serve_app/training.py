@@ -293,9 +293,10 @@ def train(args) -> None:
         with torch.no_grad():
             for param, average in zip(trainable, ema):
                 param.copy_(average)
-        accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
-        log(started, f"weight average: validation accuracy {accuracy:.4f}")
     val_logits = logits_for(model, val_states)
+    if ema is not None:
+        accuracy = (val_logits.argmax(-1) == y_val).float().mean()
+        log(started, f"weight average: validation accuracy {accuracy:.4f}")
     val_logits, y_val = val_logits[three_way], y_val[three_way]
     temperature = fit_temperature(val_logits, y_val)
     ece = {f"validation_ece_t{t}":

@@ -151,7 +151,7 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
     rng.shuffle(sentences)
     tests["sst2_sentences"] = sst.subset(sentences[:1000])
     add_validation(sst.subset(sentences[1000:1300]), "sst2")
-    # Whole sentences are what reviews look like, and few beside the phrases: repeatable.
+    # Held-out figures are on whole sentences, which are few beside the phrases.
     for _ in range(sst_sentence_repeats):
         add_train(sst.subset(sentences[1300:][:sst_sentences]), "sst2")
     # Phrases add vocabulary, but never ones taken from held-out sentences.
@@ -162,7 +162,8 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
     for i in phrases:
         if len(picked) >= sst_phrases:
             break
-        if len(sst.texts[i].split()) >= sst_min_words and not any(f" {sst.texts[i]} " in h for h in held):
+        text = sst.texts[i]
+        if len(text.split()) >= sst_min_words and not any(f" {text} " in h for h in held):
             picked.append(i)
     add_train(sst.subset(picked), "sst2")
 

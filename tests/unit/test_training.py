@@ -158,7 +158,8 @@ def test_the_split_is_the_same_every_time(shared_split):
 def test_short_phrases_and_repeated_sentences_keep_held_out_text_out_of_training(shared_split):
     split = split_shared_data(SHARED_DATA, sst_phrases=100_000, sst_min_words=1,
                               sst_sentence_repeats=2)
-    sst = Counter(t for t, source in zip(split.train.texts, split.train_sources) if source == "sst2")
+    sst = Counter(t for t, source in zip(split.train.texts, split.train_sources)
+                  if source == "sst2")
     short = [t for t in sst if len(t.split()) <= 2]
     default_sst = [t for t, source in zip(shared_split.train.texts, shared_split.train_sources)
                    if source == "sst2"]
