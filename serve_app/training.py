@@ -8,7 +8,8 @@ layer (plus trainable LayerNorms), and a classification head reads the mean-pool
 ``--frozen-layers 6`` trains the head alone on frozen sentence embeddings. With
 ``--full-rank-export R`` the top layers are fine-tuned in full instead (LoRA off), and each
 linear layer's weight change is stored as its best rank-R approximation (truncated SVD) in
-the same LoRA format, with the changed biases and LayerNorms stored outright. A temperature is
+the same LoRA format, with the changed biases and LayerNorms stored outright. Runs saved with
+``--save-state`` can be averaged (``--average-states``) instead of training. A temperature is
 then fitted on the validation split, and the result is written in the format
 ``serve_app.encoder_layers`` defines. Seeded: the same command gives the same weights.
 """
@@ -230,33 +231,10 @@ def fit_temperature(logits: torch.Tensor, gold: torch.Tensor) -> float:
     return float(log_t.exp())
 
 
-def train(args) -> None:
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    started = time.monotonic()
-    split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
-                              airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
-                              sst_sentences=args.sst_sentences, sst_min_words=args.sst_min_words,
-                              sst_sentence_repeats=args.sst_sentence_repeats)
-    encoder, tokenizer = load_encoder()
-
-    def tokenize(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
-
-    label_ids = lambda labels: torch.tensor([LABELS.index(x) for x in labels])  # noqa: E731
-    train_states = frozen_states(encoder, tokenize(split.train.texts), args.frozen_layers)
-    val_states = frozen_states(encoder, tokenize(split.validation.texts), args.frozen_layers)
-    y_train, y_val = label_ids(split.train.labels), label_ids(split.validation.labels)
-    log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
-
-    model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden,
-                     full_rank_export=args.full_rank_export)
-    weights = example_weights(split.train_sources, split.train.labels, args.class_weight_power)
-    binary_sources = BINARY_SOURCES if args.binary_sst else set()
-    binary = torch.tensor([s in binary_sources for s in split.train_sources])
-    # Calibrate where all three labels exist; binary data says nothing about P(neutral).
-    three_way = torch.tensor([s not in binary_sources for s in split.validation_sources])
+def fit(model: TopModel, args, train_states, y_train: torch.Tensor, weights: torch.Tensor,
+        binary: torch.Tensor, validation_accuracy, rng: random.Random, started: float) -> None:
+    """The training loop: AdamW with a one-cycle schedule over length-bucketed batches; with
+    ``--ema-decay``, the model ends holding the moving average of its weights."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     log(started, f"{sum(p.numel() for p in trainable):,} trainable parameters")
@@ -286,15 +264,63 @@ def train(args) -> None:
                 log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} "
                              f"loss {running / 100:.4f}")
                 running = 0.0
-        accuracy = (logits_for(model, val_states).argmax(-1) == y_val).float().mean()
-        log(started, f"epoch {epoch + 1} done: validation accuracy {accuracy:.4f}")
+        log(started, f"epoch {epoch + 1} done: validation accuracy {validation_accuracy():.4f}")
 
     if ema is not None:  # the average, not the last step, is what gets calibrated and shipped
         with torch.no_grad():
             for param, average in zip(trainable, ema):
                 param.copy_(average)
+
+
+def mean_state(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of saved weights ("model soup", Wortsman et al., 2022): runs that
+    start from the same weights and differ in their schedule average into one model."""
+    states = [torch.load(path, map_location="cpu", weights_only=True) for path in paths]
+    if any(state.keys() != states[0].keys() for state in states):
+        raise SystemExit("--average-states: the saved weights are not of the same model")
+    return {key: sum(state[key] for state in states) / len(states) for key in states[0]}
+
+
+def train(args) -> None:
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
+                              airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
+                              sst_sentences=args.sst_sentences, sst_min_words=args.sst_min_words,
+                              sst_sentence_repeats=args.sst_sentence_repeats)
+    encoder, tokenizer = load_encoder()
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+
+    label_ids = lambda labels: torch.tensor([LABELS.index(x) for x in labels])  # noqa: E731
+    train_states = ([] if args.average_states else
+                    frozen_states(encoder, tokenize(split.train.texts), args.frozen_layers))
+    val_states = frozen_states(encoder, tokenize(split.validation.texts), args.frozen_layers)
+    y_train, y_val = label_ids(split.train.labels), label_ids(split.validation.labels)
+    log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
+
+    model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden,
+                     full_rank_export=args.full_rank_export)
+    binary_sources = BINARY_SOURCES if args.binary_sst else set()
+    # Calibrate where all three labels exist; binary data says nothing about P(neutral).
+    three_way = torch.tensor([s not in binary_sources for s in split.validation_sources])
+    if args.average_states:
+        model.load_state_dict(mean_state(args.average_states))
+        log(started, f"loaded the mean of {len(args.average_states)} saved weights")
+    else:
+        weights = example_weights(split.train_sources, split.train.labels,
+                                  args.class_weight_power)
+        binary = torch.tensor([s in binary_sources for s in split.train_sources])
+        fit(model, args, train_states, y_train, weights, binary,
+            lambda: (logits_for(model, val_states).argmax(-1) == y_val).float().mean(), rng,
+            started)
+    if args.save_state:  # full precision, for averaging runs (--average-states)
+        torch.save(model.state_dict(), args.save_state)
     val_logits = logits_for(model, val_states)
-    if ema is not None:
+    if args.ema_decay or args.average_states:
         accuracy = (val_logits.argmax(-1) == y_val).float().mean()
         log(started, f"weight average: validation accuracy {accuracy:.4f}")
     val_logits, y_val = val_logits[three_way], y_val[three_way]
@@ -303,6 +329,8 @@ def train(args) -> None:
            expected_calibration_error(torch.softmax(val_logits / temp, -1), y_val)
            for t, temp in (("1", 1.0), ("fitted", temperature))}
     log(started, f"temperature {temperature:.3f}; {ece}")
+    # The runs' own commands, with --save-state, made the averaged files.
+    averaged = {"averaged_states": [p.name for p in args.average_states or []]}
     config = layers.LayersConfig(
         name=args.name, labels=list(LABELS), pooling="mean", lora_alpha=args.alpha,
         temperature=temperature,
@@ -310,8 +338,8 @@ def train(args) -> None:
                   "seed": args.seed, "frozen_layers": args.frozen_layers,
                   "rank": args.full_rank_export or args.rank,
                   "method": "full fine-tuning, SVD export" if model.full else "LoRA",
-                  "epochs": args.epochs, "train_examples": len(train_states),
-                  "seconds": round(time.monotonic() - started), **ece},
+                  "epochs": args.epochs, "train_examples": len(split.train),
+                  "seconds": round(time.monotonic() - started), **averaged, **ece},
     )
     layers.write_tensors(args.out, model.export())
     config.write(args.out)
@@ -355,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="times each SST-2 training sentence is seen per epoch")
     parser.add_argument("--ema-decay", type=float, default=0.0,
                         help="export an exponential moving average of the weights (0: off)")
+    parser.add_argument("--save-state", type=Path, default=None, metavar="FILE",
+                        help="also save the trained weights in full precision (torch.save)")
+    parser.add_argument("--average-states", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="instead of training, calibrate and export the mean of weights "
+                             "saved by --save-state (runs of the same model)")
     parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
                         help="SST-2 trained negative-vs-positive only (no neutral in its labels)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,

@@ -13,7 +13,14 @@ from transformers import BertConfig, BertModel
 
 from serve_app import encoder_layers
 from serve_app.evaluate import binary_accuracy, expected_calibration_error, macro_scores
-from serve_app.training import TopModel, example_weights, frozen_states, mixed_loss, pad
+from serve_app.training import (
+    TopModel,
+    example_weights,
+    frozen_states,
+    mean_state,
+    mixed_loss,
+    pad,
+)
 from serve_app.training_data import read_tsv, read_tweeteval, split_shared_data
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -63,6 +70,28 @@ def test_a_low_rank_export_of_full_fine_tuning_keeps_only_that_many_factors():
     tensors = model.export()
     factors = [v for k, v in tensors.items() if k.endswith(".A")]
     assert factors and all(a.shape[0] == 3 for a in factors)
+
+
+def test_averaged_runs_load_as_the_element_wise_mean_of_their_weights(tmp_path):
+    runs = []
+    for seed in (1, 2):
+        model = TopModel(_tiny_encoder(), first=1, rank=4, alpha=8.0, hidden=0,
+                         full_rank_export=24)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        torch.save(model.state_dict(), tmp_path / f"run{seed}.pt")
+        runs.append(model.state_dict())
+    soup = TopModel(_tiny_encoder(), first=1, rank=4, alpha=8.0, hidden=0, full_rank_export=24)
+    soup.load_state_dict(mean_state([tmp_path / "run1.pt", tmp_path / "run2.pt"]))
+    for key, value in soup.state_dict().items():
+        torch.testing.assert_close(value, (runs[0][key] + runs[1][key]) / 2)
+    # Averaging is only defined for runs of the same model.
+    other = TopModel(_tiny_encoder(), first=2, rank=4, alpha=8.0, hidden=0, full_rank_export=24)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="not of the same model"):
+        mean_state([tmp_path / "run1.pt", tmp_path / "other.pt"])
 
 
 def test_example_weights_balance_classes_within_each_data_set_and_keep_set_sizes():
