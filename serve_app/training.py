@@ -97,6 +97,17 @@ class TopModel(nn.Module):
     def export(self) -> dict[str, torch.Tensor]:
         return self._export_full() if self.full else self._export_lora()
 
+    @torch.no_grad()
+    def project_to_export_rank(self) -> None:
+        """Replace each linear weight change by its rank-R truncation: what the export keeps
+        (a full fine-tuning change is far from low rank; truncated, it shifts logits by ~3)."""
+        for key, value in self.layers.state_dict(keep_vars=True).items():
+            delta = value - self.original[key]
+            if value.dim() == 2 and delta.abs().max() > 0:
+                u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
+                rank = self.full_rank_export
+                value.copy_(self.original[key] + (u[:, :rank] * sv[:rank]) @ vh[:rank])
+
     def _export_full(self) -> dict[str, torch.Tensor]:
         """Weight changes as rank-R factors (alpha / R * B @ A), the rest outright."""
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
@@ -272,6 +283,33 @@ def fit(model: TopModel, args, train_states, y_train: torch.Tensor, weights: tor
                 param.copy_(average)
 
 
+def recover(model: TopModel, args, train_states, y_train: torch.Tensor, weights: torch.Tensor,
+            binary: torch.Tensor, rng: random.Random, started: float) -> None:
+    """Train on in the space the export can store: after every step, each weight change is
+    projected back to rank R (projected gradient descent), so the written layers are the
+    network that was trained, not a truncation of it."""
+    model.project_to_export_rank()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=args.recovery_lr, weight_decay=0.01)
+    lengths = [s.shape[0] for s in train_states]
+    batches = length_batches(lengths, args.batch_size, rng)[: args.recovery_steps]
+    model.train()
+    running = 0.0
+    for step, batch in enumerate(batches, 1):
+        hidden, mask = pad([train_states[i] for i in batch])
+        losses = mixed_loss(model(hidden.float(), mask), y_train[batch], binary[batch])
+        loss = (losses * weights[batch]).sum() / weights[batch].sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        model.project_to_export_rank()
+        running += loss.item()
+        if step % 100 == 0:
+            log(started, f"rank-{model.full_rank_export} recovery step {step}/{len(batches)} "
+                         f"loss {running / 100:.4f}")
+            running = 0.0
+
+
 def mean_state(paths: list[Path]) -> dict[str, torch.Tensor]:
     """The element-wise mean of saved weights ("model soup", Wortsman et al., 2022): runs that
     start from the same weights and differ in their schedule average into one model."""
@@ -296,8 +334,9 @@ def train(args) -> None:
         return tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
 
     label_ids = lambda labels: torch.tensor([LABELS.index(x) for x in labels])  # noqa: E731
-    train_states = ([] if args.average_states else
-                    frozen_states(encoder, tokenize(split.train.texts), args.frozen_layers))
+    needs_training_data = not args.average_states or args.recovery_steps
+    train_states = (frozen_states(encoder, tokenize(split.train.texts), args.frozen_layers)
+                    if needs_training_data else [])
     val_states = frozen_states(encoder, tokenize(split.validation.texts), args.frozen_layers)
     y_train, y_val = label_ids(split.train.labels), label_ids(split.validation.labels)
     log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
@@ -307,22 +346,23 @@ def train(args) -> None:
     binary_sources = BINARY_SOURCES if args.binary_sst else set()
     # Calibrate where all three labels exist; binary data says nothing about P(neutral).
     three_way = torch.tensor([s not in binary_sources for s in split.validation_sources])
+    weights = example_weights(split.train_sources, split.train.labels, args.class_weight_power)
+    binary = torch.tensor([s in binary_sources for s in split.train_sources])
     if args.average_states:
         model.load_state_dict(mean_state(args.average_states))
         log(started, f"loaded the mean of {len(args.average_states)} saved weights")
     else:
-        weights = example_weights(split.train_sources, split.train.labels,
-                                  args.class_weight_power)
-        binary = torch.tensor([s in binary_sources for s in split.train_sources])
         fit(model, args, train_states, y_train, weights, binary,
             lambda: (logits_for(model, val_states).argmax(-1) == y_val).float().mean(), rng,
             started)
     if args.save_state:  # full precision, for averaging runs (--average-states)
         torch.save(model.state_dict(), args.save_state)
+    if args.recovery_steps and model.full:
+        recover(model, args, train_states, y_train, weights, binary, rng, started)
     val_logits = logits_for(model, val_states)
-    if args.ema_decay or args.average_states:
+    if args.ema_decay or args.average_states or args.recovery_steps:
         accuracy = (val_logits.argmax(-1) == y_val).float().mean()
-        log(started, f"weight average: validation accuracy {accuracy:.4f}")
+        log(started, f"final weights: validation accuracy {accuracy:.4f}")
     val_logits, y_val = val_logits[three_way], y_val[three_way]
     temperature = fit_temperature(val_logits, y_val)
     ece = {f"validation_ece_t{t}":
@@ -388,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--average-states", type=Path, nargs="+", default=None, metavar="FILE",
                         help="instead of training, calibrate and export the mean of weights "
                              "saved by --save-state (runs of the same model)")
+    parser.add_argument("--recovery-steps", type=int, default=0, metavar="N",
+                        help="with --full-rank-export: N more steps with every weight change "
+                             "kept at rank R, so the export loses nothing")
+    parser.add_argument("--recovery-lr", type=float, default=1e-5)
     parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
                         help="SST-2 trained negative-vs-positive only (no neutral in its labels)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
