@@ -378,7 +378,8 @@ def train(args) -> None:
                   "seed": args.seed, "frozen_layers": args.frozen_layers,
                   "rank": args.full_rank_export or args.rank,
                   "method": "full fine-tuning, SVD export" if model.full else "LoRA",
-                  "epochs": args.epochs, "train_examples": len(split.train),
+                  "epochs": None if args.average_states else args.epochs,
+                  "train_examples": len(split.train),
                   "seconds": round(time.monotonic() - started), **averaged, **ece},
     )
     layers.write_tensors(args.out, model.export())
