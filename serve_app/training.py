@@ -9,7 +9,9 @@ layer (plus trainable LayerNorms), and a classification head reads the mean-pool
 ``--full-rank-export R`` the top layers are fine-tuned in full instead (LoRA off), and each
 linear layer's weight change is stored as its best rank-R approximation (truncated SVD) in
 the same LoRA format, with the changed biases and LayerNorms stored outright. Runs saved with
-``--save-state`` can be averaged (``--average-states``) instead of training. A temperature is
+``--save-state`` can be averaged (``--average-states``) instead of training, and
+``--recovery-steps`` trains on with every weight change held at rank R, so that the rank-R
+export is the trained network rather than a truncation of it. A temperature is
 then fitted on the validation split, and the result is written in the format
 ``serve_app.encoder_layers`` defines. Seeded: the same command gives the same weights.
 """
@@ -242,6 +244,18 @@ def fit_temperature(logits: torch.Tensor, gold: torch.Tensor) -> float:
     return float(log_t.exp())
 
 
+def train_step(model: TopModel, optimiser, states: list[torch.Tensor], targets: torch.Tensor,
+               weights: torch.Tensor, binary: torch.Tensor) -> float:
+    """One optimiser step on one batch; returns the batch's weighted loss."""
+    hidden, mask = pad(states)
+    losses = mixed_loss(model(hidden.float(), mask), targets, binary)
+    loss = (losses * weights).sum() / weights.sum()
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return loss.item()
+
+
 def fit(model: TopModel, args, train_states, y_train: torch.Tensor, weights: torch.Tensor,
         binary: torch.Tensor, validation_accuracy, rng: random.Random, started: float) -> None:
     """The training loop: AdamW with a one-cycle schedule over length-bucketed batches; with
@@ -259,18 +273,14 @@ def fit(model: TopModel, args, train_states, y_train: torch.Tensor, weights: tor
         model.train()
         running = 0.0
         for step, batch in enumerate(length_batches(lengths, args.batch_size, rng), 1):
-            hidden, mask = pad([train_states[i] for i in batch])
-            losses = mixed_loss(model(hidden.float(), mask), y_train[batch], binary[batch])
-            loss = (losses * weights[batch]).sum() / weights[batch].sum()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            loss = train_step(model, optimiser, [train_states[i] for i in batch],
+                              y_train[batch], weights[batch], binary[batch])
             schedule.step()
             if ema is not None:
                 with torch.no_grad():
                     for average, param in zip(ema, trainable):
                         average.lerp_(param, 1 - args.ema_decay)
-            running += loss.item()
+            running += loss
             if step % 100 == 0:
                 log(started, f"epoch {epoch + 1} step {step}/{batches_per_epoch} "
                              f"loss {running / 100:.4f}")
@@ -296,14 +306,10 @@ def recover(model: TopModel, args, train_states, y_train: torch.Tensor, weights:
     model.train()
     running = 0.0
     for step, batch in enumerate(batches, 1):
-        hidden, mask = pad([train_states[i] for i in batch])
-        losses = mixed_loss(model(hidden.float(), mask), y_train[batch], binary[batch])
-        loss = (losses * weights[batch]).sum() / weights[batch].sum()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        loss = train_step(model, optimiser, [train_states[i] for i in batch],
+                          y_train[batch], weights[batch], binary[batch])
         model.project_to_export_rank()
-        running += loss.item()
+        running += loss
         if step % 100 == 0:
             log(started, f"rank-{model.full_rank_export} recovery step {step}/{len(batches)} "
                          f"loss {running / 100:.4f}")
