@@ -53,6 +53,12 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * ((x @ self.A.T) @ self.B.T)
 
 
+def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``left @ right``: the best rank-``rank`` approximation of ``delta`` (truncated SVD)."""
+    u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
+    return u[:, :rank] * sv[:rank], vh[:rank]
+
+
 class TopModel(nn.Module):
     """Encoder layers ``first..`` with LoRA (or all trainable, with ``full_rank_export``),
     mean pooling and the classification head."""
@@ -106,9 +112,8 @@ class TopModel(nn.Module):
         for key, value in self.layers.state_dict(keep_vars=True).items():
             delta = value - self.original[key]
             if value.dim() == 2 and delta.abs().max() > 0:
-                u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
-                rank = self.full_rank_export
-                value.copy_(self.original[key] + (u[:, :rank] * sv[:rank]) @ vh[:rank])
+                left, right = low_rank_factors(delta, self.full_rank_export)
+                value.copy_(self.original[key] + left @ right)
 
     def _export_full(self) -> dict[str, torch.Tensor]:
         """Weight changes as rank-R factors (alpha / R * B @ A), the rest outright."""
@@ -123,9 +128,9 @@ class TopModel(nn.Module):
                 continue
             module, _, kind = name.rpartition(".")
             if kind == "weight" and delta.dim() == 2:
-                u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
-                tensors[f"lora.{module}.A"] = vh[:rank]
-                tensors[f"lora.{module}.B"] = u[:, :rank] * sv[:rank] / scale
+                left, right = low_rank_factors(delta, rank)
+                tensors[f"lora.{module}.A"] = right
+                tensors[f"lora.{module}.B"] = left / scale
             else:  # biases and LayerNorms: small, stored as they are
                 tensors[f"encoder.{name}"] = value
         return {k: v.detach().clone().contiguous() for k, v in tensors.items()}

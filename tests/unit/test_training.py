@@ -64,7 +64,9 @@ def test_exported_layers_merged_into_a_fresh_encoder_give_the_trained_logits(ful
     with torch.inference_mode():
         out = fresh(input_ids=input_ids, attention_mask=mask).last_hidden_state
         merged = head(encoder_layers.pool(out, mask, "mean"))
-    torch.testing.assert_close(merged, expected, atol=5e-4, rtol=1e-3)
+    # Projection re-runs the SVD on its own result: float error of ~1e-4 (a cut is ~5e-2).
+    tolerance = {"atol": 5e-4, "rtol": 1e-3} if project else {"atol": 1e-4, "rtol": 1e-4}
+    torch.testing.assert_close(merged, expected, **tolerance)
 
 
 def test_a_low_rank_export_of_full_fine_tuning_keeps_only_that_many_factors():
