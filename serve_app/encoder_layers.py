@@ -7,7 +7,9 @@ A layers directory holds two files:
 * ``layers.safetensors``: the trained tensors, stored in fp16 to stay small:
   ``lora.<module>.A`` / ``lora.<module>.B`` low-rank updates merged into the encoder's linear
   weights at load time (W += alpha / rank * B @ A), optional ``encoder.<param>`` tensors that
-  replace encoder parameters outright, and the classification head ``head.*``.
+  replace encoder parameters outright, and the classification head ``head.*``. The factors
+  may be stored in int8 instead, with one fp32 scale per rank component in
+  ``<factor>.scale`` (A's rows, B's columns): half the bytes, so twice the rank fits.
 
 Training (serve_app.training) and inference (serve_app.classifier) share this module, so the
 file format has exactly one reader and one writer.
@@ -149,14 +151,43 @@ def merge_into_encoder(encoder: nn.Module, tensors: dict[str, torch.Tensor], alp
                 modules[name].weight.add_(scale * (lora_b @ lora_a))
 
 
+SCALE_SUFFIX = ".scale"
+
+
+def quantize_factor(key: str, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per rank component: A is (rank, in), B is (out, rank).
+    Per component, because B's columns carry the singular values and span orders of
+    magnitude; one scale for the whole matrix would flatten the small ones to zero."""
+    rank_dim = 0 if key.endswith(".A") else 1
+    scale = factor.abs().amax(dim=1 - rank_dim, keepdim=True).clamp(min=1e-12) / 127.0
+    return torch.round(factor / scale).clamp(-127, 127).to(torch.int8), scale.float()
+
+
 def read_tensors(layers_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(layers_dir / LAYERS_WEIGHTS))
+    """The stored tensors, int8 factors already multiplied back by their scales."""
+    stored = load_file(str(layers_dir / LAYERS_WEIGHTS))
+    tensors = {}
+    for key, value in stored.items():
+        if key.endswith(SCALE_SUFFIX):
+            continue
+        scale = stored.get(key + SCALE_SUFFIX)
+        tensors[key] = value if scale is None else value.float() * scale
+    return tensors
 
 
-def write_tensors(layers_dir: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Stored in fp16: the artifact stays small and the precision loss is far below noise."""
+def write_tensors(layers_dir: Path, tensors: dict[str, torch.Tensor],
+                  int8_factors: bool = False) -> None:
+    """Stored in fp16: the artifact stays small and the precision loss is far below noise.
+    With ``int8_factors`` the LoRA factors are stored in int8 (see ``quantize_factor``)."""
     layers_dir.mkdir(parents=True, exist_ok=True)
-    packed = {k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}
+    packed = {}
+    for key, value in tensors.items():
+        value = value.detach()
+        if int8_factors and key.startswith("lora.") and key.endswith((".A", ".B")):
+            packed[key], packed[key + SCALE_SUFFIX] = quantize_factor(key, value.float())
+        else:
+            packed[key] = value.to(torch.float16)
+    packed = {k: v.contiguous() for k, v in packed.items()}
     tmp = layers_dir / (LAYERS_WEIGHTS + ".tmp")
     save_file(packed, str(tmp))
     os.chmod(tmp, 0o644)  # safetensors creates the file owner-only

@@ -368,7 +368,7 @@ def train(args) -> None:
             started)
     if args.save_state:  # full precision, for averaging runs (--average-states)
         torch.save(model.state_dict(), args.save_state)
-    if args.recovery_steps and model.full:
+    if args.recovery_steps:
         recover(model, args, train_states, y_train, weights, binary, rng, started)
     val_logits = logits_for(model, val_states)
     if args.ema_decay or args.average_states or args.recovery_steps:
@@ -388,12 +388,13 @@ def train(args) -> None:
         training={"command": " ".join(["python -m serve_app.training"] + sys.argv[1:]),
                   "seed": args.seed, "frozen_layers": args.frozen_layers,
                   "rank": args.full_rank_export or args.rank,
+                  "factor_dtype": "int8" if args.int8_factors else "fp16",
                   "method": "full fine-tuning, SVD export" if model.full else "LoRA",
                   "epochs": None if args.average_states else args.epochs,
                   "train_examples": len(split.train),
                   "seconds": round(time.monotonic() - started), **averaged, **ece},
     )
-    layers.write_tensors(args.out, model.export())
+    layers.write_tensors(args.out, model.export(), int8_factors=args.int8_factors)
     config.write(args.out)
     log(started, f"wrote {args.out}")
     # Held-out figures come from the written files through the serving code path.
@@ -444,11 +445,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --full-rank-export: N more steps with every weight change "
                              "kept at rank R, so the export loses nothing")
     parser.add_argument("--recovery-lr", type=float, default=1e-5)
+    parser.add_argument("--int8-factors", action="store_true",
+                        help="store the rank-R factors in int8 (half the size of fp16)")
     parser.add_argument("--binary-sst", action=argparse.BooleanOptionalAction, default=True,
                         help="SST-2 trained negative-vs-positive only (no neutral in its labels)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="per data set class weights (1/frequency)**power; 1 balances them")
-    train(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.recovery_steps and not args.full_rank_export:
+        parser.error("--recovery-steps needs --full-rank-export (LoRA factors are exact)")
+    train(args)
     return 0
 
 

@@ -17,6 +17,7 @@ from serve_app.training import (
     TopModel,
     example_weights,
     frozen_states,
+    main,
     mean_state,
     mixed_loss,
     pad,
@@ -146,6 +147,54 @@ def test_layers_round_trip_through_fp16_files(tmp_path):
     assert loaded["head.out.weight"].dtype == torch.float16
     torch.testing.assert_close(loaded["head.out.weight"].float(), tensors["head.out.weight"],
                                atol=2e-3, rtol=1e-3)
+
+
+def test_int8_factors_keep_every_rank_component_to_within_one_percent(tmp_path):
+    """B's columns carry singular values over orders of magnitude; each keeps its own scale."""
+    lora_a = torch.randn(4, 16)
+    lora_b = torch.randn(12, 4) * torch.tensor([1.0, 1e-1, 1e-2, 1e-4])
+    tensors = {"lora.m.A": lora_a, "lora.m.B": lora_b, "head.out.weight": torch.randn(3, 16)}
+    encoder_layers.write_tensors(tmp_path, tensors, int8_factors=True)
+    loaded = encoder_layers.read_tensors(tmp_path)
+    assert set(loaded) == set(tensors)  # the scales are folded back in, not handed on
+    for key in ("lora.m.A", "lora.m.B"):
+        original, restored = tensors[key], loaded[key]
+        rank_dim = 0 if key.endswith(".A") else 1
+        error = (restored - original).abs().amax(dim=1 - rank_dim)
+        assert (error <= 0.01 * original.abs().amax(dim=1 - rank_dim)).all(), key
+    stored = encoder_layers.load_file(str(tmp_path / encoder_layers.LAYERS_WEIGHTS))
+    assert stored["lora.m.A"].dtype == stored["lora.m.B"].dtype == torch.int8
+    assert stored["head.out.weight"].dtype == torch.float16
+
+
+def test_an_int8_export_merges_to_nearly_the_logits_of_the_fp16_export(tmp_path):
+    model = TopModel(_tiny_encoder(), first=1, rank=4, alpha=8.0, hidden=0, full_rank_export=6)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids = [[2, 5, 7, 9, 3], [2, 11, 3], [2, 40, 41, 42, 43, 44, 3]]
+    input_ids, mask = pad([torch.tensor(x) for x in ids])
+    logits = {}
+    for dtype in ("fp16", "int8"):
+        out_dir = tmp_path / dtype
+        encoder_layers.write_tensors(out_dir, model.export(), int8_factors=dtype == "int8")
+        tensors = encoder_layers.read_tensors(out_dir)
+        encoder = _tiny_encoder()
+        encoder_layers.merge_into_encoder(encoder, tensors, alpha=8.0)
+        head = encoder_layers.ClassificationHead.from_tensors(tensors).eval()
+        with torch.inference_mode():
+            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            logits[dtype] = head(encoder_layers.pool(hidden, mask, "mean"))
+    size = {d: (tmp_path / d / encoder_layers.LAYERS_WEIGHTS).stat().st_size for d in logits}
+    assert size["int8"] < size["fp16"]
+    torch.testing.assert_close(logits["int8"], logits["fp16"], atol=5e-3, rtol=1e-2)
+    assert not torch.equal(logits["int8"], logits["fp16"])  # it was quantized
+
+
+def test_recovery_steps_without_a_rank_to_keep_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--recovery-steps", "10"])
+    assert "--recovery-steps needs --full-rank-export" in capsys.readouterr().err
 
 
 def test_macro_scores_on_a_worked_example():
