@@ -246,7 +246,7 @@ def fit_temperature(logits: torch.Tensor, gold: torch.Tensor) -> float:
         return loss
 
     optimiser.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def train_step(model: TopModel, optimiser, states: list[torch.Tensor], targets: torch.Tensor,
@@ -399,11 +399,17 @@ def train(args) -> None:
     log(started, f"wrote {args.out}")
     # Held-out figures come from the written files through the serving code path.
     classifier = SentimentClassifier.load(args.out)
-    config.training["heldout"] = {name: evaluate(classifier, ex.texts, ex.labels)
-                                  for name, ex in split.tests.items()}
+    # Validation figures per data set are what runs are compared and chosen by.
+    validation_sets = {
+        source: split.validation.subset([i for i, s in enumerate(split.validation_sources)
+                                         if s == source])
+        for source in dict.fromkeys(split.validation_sources)}
+    for kind, sets in (("validation", validation_sets), ("heldout", split.tests)):
+        config.training[kind] = {name: evaluate(classifier, ex.texts, ex.labels)
+                                 for name, ex in sets.items()}
+        for name, report in config.training[kind].items():
+            log(started, f"{kind} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in report.items()))
     config.write(args.out)
-    for name, report in config.training["heldout"].items():
-        log(started, f"held-out {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in report.items()))
 
 
 def log(started: float, message: str) -> None:
@@ -454,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.recovery_steps and not args.full_rank_export:
         parser.error("--recovery-steps needs --full-rank-export (LoRA factors are exact)")
+    if args.epochs < 1 and not args.average_states:
+        parser.error("--epochs must be at least 1")
     train(args)
     return 0
 
