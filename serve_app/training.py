@@ -8,7 +8,8 @@ layer (plus trainable LayerNorms), and a classification head reads the mean-pool
 ``--frozen-layers 6`` trains the head alone on frozen sentence embeddings. With
 ``--full-rank-export R`` the top layers are fine-tuned in full instead (LoRA off), and each
 linear layer's weight change is stored as its best rank-R approximation (truncated SVD) in
-the same LoRA format, with the changed biases and LayerNorms stored outright. Runs saved with
+the same LoRA format (fp16, or int8 with ``--int8-factors``: twice the rank in the same
+bytes), with the changed biases and LayerNorms stored outright. Runs saved with
 ``--save-state`` can be averaged (``--average-states``) instead of training, and
 ``--recovery-steps`` trains on with every weight change held at rank R, so that the rank-R
 export is the trained network rather than a truncation of it. A temperature is
