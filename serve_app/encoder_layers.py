@@ -182,12 +182,11 @@ def write_tensors(layers_dir: Path, tensors: dict[str, torch.Tensor],
     layers_dir.mkdir(parents=True, exist_ok=True)
     packed = {}
     for key, value in tensors.items():
-        value = value.detach()
+        value = value.detach().contiguous()
         if int8_factors and key.startswith("lora.") and key.endswith((".A", ".B")):
             packed[key], packed[key + SCALE_SUFFIX] = quantize_factor(key, value.float())
         else:
             packed[key] = value.to(torch.float16)
-    packed = {k: v.contiguous() for k, v in packed.items()}
     tmp = layers_dir / (LAYERS_WEIGHTS + ".tmp")
     save_file(packed, str(tmp))
     os.chmod(tmp, 0o644)  # safetensors creates the file owner-only

@@ -401,11 +401,7 @@ def train(args) -> None:
     # Held-out figures come from the written files through the serving code path.
     classifier = SentimentClassifier.load(args.out)
     # Validation figures per data set are what runs are compared and chosen by.
-    validation_sets = {
-        source: split.validation.subset([i for i, s in enumerate(split.validation_sources)
-                                         if s == source])
-        for source in dict.fromkeys(split.validation_sources)}
-    for kind, sets in (("validation", validation_sets), ("heldout", split.tests)):
+    for kind, sets in (("validation", split.validation_by_source()), ("heldout", split.tests)):
         config.training[kind] = {name: evaluate(classifier, ex.texts, ex.labels)
                                  for name, ex in sets.items()}
         for name, report in config.training[kind].items():

@@ -120,6 +120,11 @@ class Split:
     validation_sources: list[str]
     tests: dict[str, Examples]  # held out, reported in the model card
 
+    def validation_by_source(self) -> dict[str, Examples]:
+        return {source: self.validation.subset([i for i, s in enumerate(self.validation_sources)
+                                                if s == source])
+                for source in dict.fromkeys(self.validation_sources)}
+
 
 def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000,
                       airline_train: int = 6000, tweet_repeats: int = 1,

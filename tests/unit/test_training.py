@@ -34,6 +34,18 @@ def _tiny_encoder(seed: int = 0) -> BertModel:
     return BertModel(config, add_pooling_layer=False).eval()
 
 
+def _merged_logits(tensors: dict[str, torch.Tensor], ids: list[list[int]]) -> torch.Tensor:
+    """Logits of a fresh tiny encoder (same base weights, nothing trained) with ``tensors``
+    merged in, as the classifier loads them."""
+    encoder = _tiny_encoder()
+    encoder_layers.merge_into_encoder(encoder, tensors, alpha=8.0)
+    head = encoder_layers.ClassificationHead.from_tensors(tensors).eval()
+    input_ids, mask = pad([torch.tensor(x) for x in ids])
+    with torch.inference_mode():
+        hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return head(encoder_layers.pool(hidden, mask, "mean"))
+
+
 @pytest.mark.parametrize(("full_rank_export", "project"), [(0, False), (24, False), (3, True)],
                          ids=["lora", "full-fine-tuning-svd", "rank-3-after-projection"])
 def test_exported_layers_merged_into_a_fresh_encoder_give_the_trained_logits(full_rank_export,
@@ -56,15 +68,9 @@ def test_exported_layers_merged_into_a_fresh_encoder_give_the_trained_logits(ful
     with torch.inference_mode():
         expected = model(hidden.float(), mask)
 
-    fresh = _tiny_encoder()  # same base weights, nothing trained
     tensors = model.export()
     assert any(k.startswith("lora.") for k in tensors)
-    encoder_layers.merge_into_encoder(fresh, tensors, alpha=8.0)
-    head = encoder_layers.ClassificationHead.from_tensors(tensors).eval()
-    input_ids, mask = pad([torch.tensor(x) for x in ids])
-    with torch.inference_mode():
-        out = fresh(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        merged = head(encoder_layers.pool(out, mask, "mean"))
+    merged = _merged_logits(tensors, ids)
     # Projection re-runs the SVD on its own result: float error of ~1e-4 (a cut is ~5e-2).
     tolerance = {"atol": 5e-4, "rtol": 1e-3} if project else {"atol": 1e-4, "rtol": 1e-4}
     torch.testing.assert_close(merged, expected, **tolerance)
@@ -173,18 +179,11 @@ def test_an_int8_export_merges_to_nearly_the_logits_of_the_fp16_export(tmp_path)
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     ids = [[2, 5, 7, 9, 3], [2, 11, 3], [2, 40, 41, 42, 43, 44, 3]]
-    input_ids, mask = pad([torch.tensor(x) for x in ids])
     logits = {}
     for dtype in ("fp16", "int8"):
         out_dir = tmp_path / dtype
         encoder_layers.write_tensors(out_dir, model.export(), int8_factors=dtype == "int8")
-        tensors = encoder_layers.read_tensors(out_dir)
-        encoder = _tiny_encoder()
-        encoder_layers.merge_into_encoder(encoder, tensors, alpha=8.0)
-        head = encoder_layers.ClassificationHead.from_tensors(tensors).eval()
-        with torch.inference_mode():
-            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            logits[dtype] = head(encoder_layers.pool(hidden, mask, "mean"))
+        logits[dtype] = _merged_logits(encoder_layers.read_tensors(out_dir), ids)
     size = {d: (tmp_path / d / encoder_layers.LAYERS_WEIGHTS).stat().st_size for d in logits}
     assert size["int8"] < size["fp16"]
     torch.testing.assert_close(logits["int8"], logits["fp16"], atol=5e-3, rtol=1e-2)
@@ -248,6 +247,13 @@ def test_held_out_data_never_appears_in_training_or_validation(shared_split):
     assert not any(f" {t} " in f" {s} " for t in shared_split.train.texts[-8000:]
                    for s in sentences[:50] if len(t.split()) >= 4)
     assert all(s.split()[-1] in {".", "!", "?"} for s in sentences)
+
+
+def test_validation_by_source_splits_the_validation_rows_into_their_data_sets(shared_split):
+    sets = shared_split.validation_by_source()
+    assert set(sets) == {"tweeteval", "sst2", "airline"}
+    assert sum(len(x) for x in sets.values()) == len(shared_split.validation)
+    assert set(sets["sst2"].labels) == {"negative", "positive"}  # binary, as SST-2 is
 
 
 def test_the_split_is_the_same_every_time(shared_split):
