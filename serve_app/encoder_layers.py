@@ -11,7 +11,7 @@ A layers directory holds two files:
   may be stored in int8 instead, with one fp32 scale per rank component in
   ``<factor>.scale`` (A's rows, B's columns): half the bytes, so twice the rank fits.
 
-Training (serve_app.training) and inference (serve_app.classifier) share this module, so the
+Training (the `training` package) and inference (serve_app.classifier) share this module, so the
 file format has exactly one reader and one writer.
 """
 

@@ -52,6 +52,12 @@ def test_every_package_the_app_imports_is_copied():
         assert path in copied, path
 
 
+def test_training_code_stays_out_of_the_image():
+    copied = " ".join(a for k, a in instructions() if k == "COPY")
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()}
+    assert "training" not in copied and "training" in ignored
+
+
 def test_image_runs_as_a_non_root_user():
     users = [a for k, a in instructions() if k == "USER"]
     assert users and users[-1] not in ("root", "0")

@@ -12,17 +12,11 @@ import torch
 from transformers import BertConfig, BertModel
 
 from serve_app import encoder_layers
-from serve_app.evaluate import binary_accuracy, expected_calibration_error, macro_scores
-from serve_app.training import (
-    TopModel,
-    example_weights,
-    frozen_states,
-    main,
-    mean_state,
-    mixed_loss,
-    pad,
-)
-from serve_app.training_data import read_tsv, read_tweeteval, split_shared_data
+from training.cli import main
+from training.data import read_tsv, read_tweeteval, split_shared_data
+from training.evaluate import binary_accuracy, expected_calibration_error, macro_scores
+from training.loop import example_weights, frozen_states, mean_state, mixed_loss, pad
+from training.model import TopModel
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

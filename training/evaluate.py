@@ -1,6 +1,6 @@
 """Scoring a model on a labelled file.
 
-    python -m serve_app.evaluate --data FILE [--labels FILE] [--model DIR]
+    python -m training.evaluate --data FILE [--labels FILE] [--model DIR]
 
 ``--data`` alone is a TSV file (``sentence<TAB>label``); with ``--labels`` it is a TweetEval
 text file and its labels file. Prints accuracy, macro-F1 and macro-recall, and for two-label
@@ -77,9 +77,10 @@ def evaluate(classifier, texts: list[str], gold: list[str], batch_size: int = 64
 
 def main(argv: list[str] | None = None) -> int:
     from serve_app.classifier import SentimentClassifier
-    from serve_app.training_data import read_labelled
+    from training.data import read_labelled
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="TSV file, or TweetEval texts")
     parser.add_argument("--labels", type=Path, help="TweetEval labels file for --data")
     parser.add_argument("--model", default=None, help="model directory (default: the default)")
