@@ -24,9 +24,9 @@ from pathlib import Path
 
 from bench import report
 from bench.loadgen import LoadResult, obtain_token, run_closed_loop
+from bench.ray_auth import ray_process_env
 from bench.scrape import scrape
 from bench.services import BIN, REPO, RayServe, baseline_server, scratch_dir
-from deployments.ray_auth import ray_process_env
 
 USER, PASSWORD = "bench_user", "bench-password-123"
 ROUTES = (("/predict", 1), ("/predict/batch", 32))

@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.ray_auth import ray_process_env
 from bench.services import BIN, REPO, RayServe, scratch_dir
-from deployments.ray_auth import ray_process_env
 
 
 def run_locust(host: str, args) -> dict:

@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import yaml
 
-from deployments.local_ports import free_port
-from deployments.ray_auth import dashboard_headers as ray_auth_headers
-from deployments.ray_auth import ray_process_env
+from bench.local_ports import free_port
+from bench.ray_auth import dashboard_headers as ray_auth_headers
+from bench.ray_auth import ray_process_env
+from bench.ray_cluster import RayCluster
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -116,11 +117,11 @@ class RayServe:
         self.cluster_env = cluster_env or {}  # for every Ray process: proxy, controller, replicas
         self.base_config = yaml.safe_load(config_path.read_text())
         self.num_cpus = num_cpus
-        self.gcs_port, self.dashboard_port, self.metrics_port, self.http_port = (
-            free_port() for _ in range(4)
-        )
+        # The cluster's own processes get up to a minute to shut down cleanly.
+        self.cluster = RayCluster(log_dir=workdir, env=self.cluster_env, stop_grace_s=60)
+        self.gcs_port, self.dashboard_port = self.cluster.gcs_port, self.cluster.dashboard_port
+        self.metrics_port, self.http_port = self.cluster.metrics_export_port, free_port()
         self.database_url = f"sqlite+aiosqlite:///{workdir / 'sentiment.db'}"
-        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -132,28 +133,7 @@ class RayServe:
 
     def start(self) -> None:
         migrate(self.database_url)
-        ports = {
-            "--port": self.gcs_port,
-            "--dashboard-port": self.dashboard_port,
-            "--metrics-export-port": self.metrics_port,
-            "--ray-client-server-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-        }
-        cmd = [str(BIN / "ray"), "start", "--head", "--block", "--include-dashboard", "true",
-               "--dashboard-host", "127.0.0.1", "--num-cpus", str(self.num_cpus),
-               "--disable-usage-stats"]  # fmt: skip
-        for flag, port in ports.items():
-            cmd += [flag, str(port)]
-        log = open(self.workdir / "ray-start.log", "wb")  # noqa: SIM115 - lives as long as Ray
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=ray_process_env(**self.cluster_env), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        wait_http_ok(f"{self.dashboard}/api/version", 120, self.proc, ray_auth_headers())
+        self.cluster.start_head(num_cpus=self.num_cpus, timeout_s=120)
 
     def config(self, **overrides) -> dict:
         """The project's serve config with this cluster's HTTP port and the bench's settings.
@@ -228,9 +208,7 @@ class RayServe:
         raise TimeoutError(f"Serve application not running after {timeout_s}s: {status}")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM, grace_s=60)
-            self.proc = None
+        self.cluster.stop()
 
     def __enter__(self) -> RayServe:
         try:

@@ -21,7 +21,8 @@ import pymysql
 import pytest
 import yaml
 
-from local_ray import REPO_ROOT, LocalRayCluster
+from bench.ray_cluster import REPO_ROOT
+from local_ray import LocalRayCluster
 from tcp_proxy import TcpProxy
 
 MYSQL_HOST = os.environ.get("MYSQL_HOST", "127.0.0.1")

@@ -15,7 +15,7 @@ import struct
 import threading
 from concurrent.futures import Future
 
-from deployments.local_ports import free_port
+from bench.local_ports import free_port
 
 
 class TcpProxy:

@@ -25,10 +25,10 @@ import time
 import httpx
 import pytest
 
-from ray_node_processes import (
-    RayNodeProcesses,
+from bench.local_ports import free_port
+from bench.ray_cluster import RayCluster
+from kuberay_setup import (
     app_environment,
-    free_port,
     on_this_machine,
     overlay_serve_config,
     run_migrations,
@@ -125,7 +125,7 @@ class Load:
         self._thread.join(timeout=90)
 
 
-def snapshot(cluster: RayNodeProcesses, start: float, phase: str) -> dict:
+def snapshot(cluster: RayCluster, start: float, phase: str) -> dict:
     head = cluster.head_node_id()
     workers = sorted(n["node_id"] for n in cluster.alive_nodes() if n["node_id"] != head)
     model_nodes = sorted(r["node_id"] for r in cluster.replicas(APP, MODEL))
@@ -173,7 +173,7 @@ def test_load_adds_a_node_for_a_model_replica_and_idle_removes_it(tmp_path):
     # Serve reports load to its controller every 10 s by default; 1 s keeps the test short.
     env["RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
     env["RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
-    cluster = RayNodeProcesses(log_dir=tmp_path / "ray", env=env)
+    cluster = RayCluster(log_dir=tmp_path / "ray", env=env)
     run_migrations(cluster.env)
     autoscaling_config = tmp_path / "autoscaler.json"
     autoscaling_config.write_text(json.dumps(fake_cluster_config(cluster.gcs_address)))

@@ -18,10 +18,10 @@ import uuid
 import httpx
 import pytest
 
-from ray_node_processes import (
-    RayNodeProcesses,
+from bench.local_ports import free_port
+from bench.ray_cluster import RayCluster
+from kuberay_setup import (
     app_environment,
-    free_port,
     on_this_machine,
     overlay_serve_config,
     run_migrations,
@@ -82,7 +82,7 @@ def test_overlay_serve_config_deploys_runs_and_answers_health(overlay, database_
     config = on_this_machine(cluster_config, serve_port=serve_port, without_gpus=overlay == "gpu")
 
     env = app_environment(database_url)
-    cluster = RayNodeProcesses(log_dir=tmp_path / "ray", env=env)
+    cluster = RayCluster(log_dir=tmp_path / "ray", env=env)
     run_migrations(cluster.env)
     try:
         cluster.start_head(num_cpus=0)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from deployments.local_ports import free_port
+from bench.local_ports import free_port
 from serve_stack import signup_and_login
 
 pytestmark = pytest.mark.ray

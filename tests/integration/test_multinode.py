@@ -11,10 +11,10 @@ import asyncio
 import httpx
 import pytest
 
-from ray_node_processes import (
-    RayNodeProcesses,
+from bench.local_ports import free_port
+from bench.ray_cluster import RayCluster
+from kuberay_setup import (
     app_environment,
-    free_port,
     on_this_machine,
     overlay_serve_config,
     run_migrations,
@@ -54,7 +54,7 @@ def test_model_replicas_run_on_worker_nodes_and_serve_requests(tmp_path):
     serve_port = free_port()
     config = two_fixed_model_replicas(
         on_this_machine(overlay_serve_config("cpu"), serve_port=serve_port))
-    cluster = RayNodeProcesses(
+    cluster = RayCluster(
         log_dir=tmp_path / "ray",
         env=app_environment(f"sqlite+aiosqlite:///{tmp_path / 'sentiment.db'}"))
     run_migrations(cluster.env)

@@ -1,6 +1,6 @@
 import socket
 
-from deployments.local_ports import free_port
+from bench.local_ports import free_port
 
 
 def test_ports_are_never_handed_out_twice_and_are_free_when_handed_out():

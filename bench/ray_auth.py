@@ -3,6 +3,8 @@
 Ray 2.60 turns token auth on for local clusters. `ray.init()` (and so `serve run`) creates
 the token in ~/.ray/auth_token when it is missing; `ray start` does not, and fails on a
 machine that never ran Ray. The dashboard's HTTP API wants the same token as a bearer header.
+Only the processes that start clusters (the benchmarks and the tests, which import `bench`)
+need this: Serve's own processes get the token from the cluster they run in.
 """
 
 from __future__ import annotations

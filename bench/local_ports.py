@@ -1,4 +1,8 @@
-"""Free TCP ports for the local Ray nodes and servers that the tests and the bench start."""
+"""Free TCP ports for the local Ray nodes and servers that the tests and the bench start.
+
+In `bench` because both the benchmarks and the tests start such servers, and the tests (not a
+package) import from `bench`, never the other way round; nothing served needs it.
+"""
 
 from __future__ import annotations
 
