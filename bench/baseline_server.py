@@ -11,6 +11,7 @@ service's own (imported from serve_app), so the comparison isolates serving and 
 
 # No `from __future__ import annotations`: FastAPI must see the request models built below.
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,7 +39,8 @@ def create_baseline_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        classifier = await asyncio.to_thread(SentimentClassifier.load)
+        classifier = await asyncio.to_thread(SentimentClassifier.load,
+                                             os.environ.get("BASELINE_MODEL_DIR") or None)
 
         async def classify(texts: list[str]):
             return await asyncio.to_thread(classifier.predict, texts)

@@ -12,6 +12,7 @@ import asyncio
 import secrets
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import aiohttp
@@ -86,11 +87,13 @@ async def run_closed_loop(
     warmup_s: float = 1.0,
     timeout_s: float = 120.0,
     text_pool: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Drive `route` ("/predict" or "/predict/batch") with `concurrency` closed-loop clients.
 
     Texts are unique to this run unless `text_pool` is given: then they cycle through that
-    many distinct texts (to measure the result cache).
+    many distinct texts (to measure the result cache). `on_start` is called as the measured
+    window opens (after the warm-up), e.g. to snapshot CPU counters.
     """
     headers = {"Authorization": f"Bearer {token}"}
     tag = f"{secrets.token_hex(3)}-"
@@ -138,6 +141,8 @@ async def run_closed_loop(
             await asyncio.gather(
                 *(client(time.perf_counter() + warmup_s, False) for _ in range(concurrency))
             )
+        if on_start is not None:
+            on_start()
         start = time.perf_counter()
         await asyncio.gather(*(client(start + duration_s, True) for _ in range(concurrency)))
         result.elapsed_s = time.perf_counter() - start

@@ -47,7 +47,9 @@ class Services:
     model: ModelInfo = field(default_factory=ModelInfo)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop
+    # per request for an attribute lookup.
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise HTTPException(503, "The service is starting.", headers={"Retry-After": "1"})

@@ -90,10 +90,9 @@ async def predict_and_log(services: Services, user: TokenUser, texts: list[str])
     ids: list[int | None] = [None] * len(rows)
     if services.prediction_log is not None:
         try:
-            written = await services.prediction_log.write(rows)
+            ids = await services.prediction_log.write(rows)
         except UserGoneError:
             raise unauthorized(INVALID_TOKEN) from None
-        ids = [row.id for row in written]
     return [
         PredictionOut(id=row_id, text=row["text"], label=row["label"], score=row["score"],
                       scores={k: _unit(v) for k, v in p.scores.items()},
