@@ -10,6 +10,11 @@ RAY_ADDRESS ?= local
 export RAY_AUTH_MODE ?= token
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+# The Ray processes' own switches (HAProxy ingress, throughput-optimized Serve): one file for
+# `make run`, the bench, the image and the cluster. A value set in the environment wins.
+RAY_SERVE_ENV_FILE := configs/ray-serve.env
+$(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE)),\
+  $(eval export $(firstword $(subst =, ,$(line))) ?= $(word 2,$(subst =, ,$(line)))))
 
 .PHONY: setup setup-dev migrate run test bench load
 

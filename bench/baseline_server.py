@@ -7,6 +7,9 @@ service's own (imported from serve_app), so the comparison isolates serving and 
 
     DATABASE_URL=sqlite+aiosqlite:///./baseline.db SECRET_KEY=... \
         .venv/bin/uvicorn bench.baseline_server:app --port 8100
+
+BASELINE_MODEL_DIR, when set, loads that model directory instead of the shipped model (the
+bench's fast-model mode).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request models built below.

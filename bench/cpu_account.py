@@ -1,4 +1,5 @@
-"""Where the CPU of a load run went: core-milliseconds per request, by process role.
+"""Where the CPU of a load run went (core-milliseconds per request, by process role), and
+the resident memory of the service's processes.
 
 Reads utime + stime of every process under the service's root process (the `ray start`
 tree or the baseline's uvicorn) and of the load generator (this process) from /proc, before
@@ -95,6 +96,21 @@ class CpuAccount:
         account = {role: round(seconds * 1000 / requests, 3) for role, seconds in totals.items()}
         account["total"] = round(sum(totals.values()) * 1000 / requests, 3)
         return dict(sorted(account.items()))
+
+
+def resident_mib(root_pid: int) -> float:
+    """Resident memory of every process at or under `root_pid` (MiB; shared pages counted
+    in each process, as `ps` does)."""
+    total_kib = 0
+    for pid in _tree(root_pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kib += int(line.split()[1])
+    return round(total_kib / 1024, 1)
 
 
 def _self_cpu_s() -> float:

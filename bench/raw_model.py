@@ -2,7 +2,7 @@
 
 Run as a subprocess by run_bench.py (so torch's threads and memory leave with it):
 
-    .venv/bin/python -m bench.raw_model --seconds 5 --batch-sizes 1 32
+    .venv/bin/python -m bench.raw_model --seconds 5 --batch-sizes 1 32 [--model-dir DIR]
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--model-dir", default=None, help="default: the shipped model")
     args = parser.parse_args()
     import torch
 
-    classifier = SentimentClassifier.load()
+    classifier = SentimentClassifier.load(args.model_dir)
     rates = [measure(classifier, size, args.seconds) for size in args.batch_sizes]
     print(json.dumps({"torch_threads": torch.get_num_threads(), "rates": rates}))
 

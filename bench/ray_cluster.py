@@ -26,6 +26,28 @@ from bench.ray_auth import dashboard_headers, ray_process_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+RAY_SERVE_ENV_FILE = REPO_ROOT / "configs" / "ray-serve.env"
+
+
+def shipped_ray_env(path: Path = RAY_SERVE_ENV_FILE) -> dict[str, str]:
+    """The Ray processes' switches as `make run` exports them: the file, unless the
+    environment already sets a name (as in the Makefile)."""
+    shipped = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            shipped[name.strip()] = os.environ.get(name.strip(), value.strip())
+    return shipped
+
+
+def node_ports_env() -> dict[str, str]:
+    """Ports every node of a Ray cluster binds besides Ray's own (HAProxy's stats and metrics,
+    Serve's fallback proxy): fixed by default, so nodes sharing this machine get free ones."""
+    names = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+    # Nodes of one cluster on one machine share the Serve port, as HAProxies on separate
+    # machines would (Serve's Python proxy reuses the port by default, HAProxy only if asked).
+    return {name: str(free_port()) for name in names} | {"SERVE_SOCKET_REUSE_PORT_ENABLED": "1"}
 
 
 class RayCluster:
@@ -38,7 +60,7 @@ class RayCluster:
     def __init__(self, *, log_dir: Path, env: dict[str, str] | None = None,
                  stop_grace_s: float = 5):
         self.log_dir = log_dir
-        self.env = ray_process_env(**(env or {}))
+        self.env = ray_process_env(**{**shipped_ray_env(), **(env or {})})
         self.stop_grace_s = stop_grace_s
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
@@ -53,6 +75,10 @@ class RayCluster:
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def head_pid(self) -> int:
+        return self._processes[0].pid
 
     # --- nodes ------------------------------------------------------------------------------
 
@@ -92,6 +118,10 @@ class RayCluster:
 
     def stop(self) -> None:
         """SIGTERM each node's process group (then SIGKILL what is left), workers first."""
+        try:
+            node_ids = [node["node_id"] for node in self.alive_nodes()]
+        except (httpx.HTTPError, KeyError, ValueError):
+            node_ids = []
         for process in reversed(self._processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -105,6 +135,7 @@ class RayCluster:
             except ProcessLookupError:
                 pass
             process.wait(timeout=30)
+        _kill_haproxies_of(node_ids)
         self._processes.clear()
         for log in self._logs:
             log.close()
@@ -127,7 +158,7 @@ class RayCluster:
         self._logs.append(log)
         command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args]
         self._processes.append(subprocess.Popen(
-            command, cwd=REPO_ROOT, env={**self.env, **(extra_env or {})}, stdout=log,
+            command, cwd=REPO_ROOT, env={**self.env, **node_ports_env(), **(extra_env or {})}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         ))
 
@@ -200,3 +231,20 @@ class RayCluster:
                 raise RuntimeError(f"{app} failed to deploy: {status}")
             time.sleep(1)
         raise TimeoutError(f"{app} not RUNNING after {timeout_s}s: {status}")
+
+
+def _kill_haproxies_of(node_ids: list[str]) -> None:
+    """HAProxy, started by a node's proxy actor in a process group of its own, outlives a
+    node stopped with a signal; its files (and so its command line) name the node's id."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "haproxy" in cmdline and any(node_id in cmdline for node_id in node_ids):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

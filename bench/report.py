@@ -78,6 +78,36 @@ def summarize(raw: dict, baseline: list[dict], ours: dict, args) -> dict:
     return results
 
 
+def summarize_fast(raw: dict, baseline: list[dict], ours: list[dict]) -> dict:
+    """The `fast_model` section: ours against the baseline with the tiny classifier, and
+    /predict/batch (32 texts, 8 clients) against the raw in-process rate at batch 32."""
+    raw32 = next(r["sentences_per_s"] for r in raw["rates"] if r["batch_size"] == 32)
+    return {
+        "raw_model": raw,
+        "throughput_ratio_c32": _ratio(_get(ours, "/predict", 32, "rps"),
+                                       _get(baseline, "/predict", 32, "rps")),
+        "throughput_ratio_c128": _ratio(_get(ours, "/predict", 128, "rps"),
+                                        _get(baseline, "/predict", 128, "rps")),
+        "p50_ratio_c1": _ratio(_get(ours, "/predict", 1, "p50_ms"),
+                               _get(baseline, "/predict", 1, "p50_ms")),
+        "batch_vs_raw_ratio": _ratio(_get(ours, "/predict/batch", 8, "sentences_per_s"), raw32),
+        "errors": sum(r["errors"] for r in ours),
+        "baseline_errors": sum(r["errors"] for r in baseline),
+        "ours": ours,
+        "baseline": baseline,
+    }  # fmt: skip
+
+
+FAST_KEYS = ("throughput_ratio_c32", "throughput_ratio_c128", "p50_ratio_c1", "batch_vs_raw_ratio",
+             "errors", "baseline_errors")  # fmt: skip
+
+
+def print_fast_summary(fast: dict) -> None:
+    print("\nfast model (tiny random classifier: the serving path at GPU speed):")
+    for key in FAST_KEYS:
+        print(f"  {key:<42} {fast.get(key)}")
+
+
 def _get(rows: list[dict], route: str, concurrency: int, key: str):
     row = _find(rows, route, concurrency)
     return row[key] if row else None

@@ -8,8 +8,12 @@ In order, with nothing else of ours running during each step:
      serve_config.yaml on free ports) under the same closed-loop load: /predict at
      concurrency 1, 8, 32, 128 and /predict/batch (32 texts per request) at 1, 8, 32;
   3. on our service only, at concurrency 32 on /predict: PREDICTION_LOGGING off, Serve's
-     default max_ongoing_requests (5) on both deployments, and a cache run with repeated texts.
-Prints the table and ratios, writes bench/results.json.
+     default max_ongoing_requests (5) on both deployments, and a cache run with repeated texts;
+  4. fast-model mode (bench/fast_model.py): steps 1-2 again with a tiny random classifier that
+     stands in for a GPU, with a CPU account per request by process.
+Our service runs as shipped: serve_config.yaml and the Ray processes' environment of
+configs/ray-serve.env. Prints the table and ratios, writes bench/results.json (the
+resident memory of the service's processes after the real-model run included).
 """
 
 from __future__ import annotations
@@ -22,19 +26,22 @@ import sys
 import time
 from pathlib import Path
 
-from bench import report
+from bench import fast_model, report
+from bench.cpu_account import resident_mib
 from bench.loadgen import LoadResult, obtain_token, run_closed_loop
 from bench.ray_auth import ray_process_env
 from bench.scrape import scrape
+from bench.ray_cluster import shipped_ray_env
 from bench.services import BIN, REPO, RayServe, baseline_server, scratch_dir
 
 USER, PASSWORD = "bench_user", "bench-password-123"
 ROUTES = (("/predict", 1), ("/predict/batch", 32))
 
 
-def raw_model_rate(seconds: float) -> dict:
+def raw_model_rate(seconds: float, model_dir: Path | None = None) -> dict:
+    extra = ["--model-dir", str(model_dir)] if model_dir else []
     out = subprocess.run(
-        [str(BIN / "python"), "-m", "bench.raw_model", "--seconds", str(seconds)],
+        [str(BIN / "python"), "-m", "bench.raw_model", "--seconds", str(seconds), *extra],
         cwd=REPO, env=ray_process_env(), check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])
@@ -112,6 +119,12 @@ async def measure_ours(service: RayServe, args) -> dict:
     return found
 
 
+def measure_ours_and_memory(service: RayServe, args) -> dict:
+    found = asyncio.run(measure_ours(service, args))
+    found["resident_mib"] = resident_mib(service.root_pid)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per load step")
@@ -124,9 +137,23 @@ def main() -> int:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--ray-env", nargs="*", default=[], metavar="NAME=VALUE",
                         help="environment for every Ray process (Serve tuning experiments)")
+    parser.add_argument("--fast-only", action="store_true",
+                        help="only the fast-model mode; merged into an existing --out file")
+    parser.add_argument("--skip-fast", action="store_true", help="skip the fast-model mode")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     args = parser.parse_args()
     started = time.time()
+    cluster_env = dict(item.split("=", 1) for item in args.ray_env)
+
+    if args.fast_only:
+        with scratch_dir() as work:
+            fast = fast_model.measure(work, args, raw_model_rate, cluster_env)
+        results = json.loads(args.out.read_text()) if args.out.exists() else {}
+        results["fast_model"] = fast
+        report.print_fast_summary(fast)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return 0
 
     print("raw model rate (no HTTP) ...", flush=True)
     raw = raw_model_rate(5.0)
@@ -142,14 +169,20 @@ def main() -> int:
                 baseline_rows = asyncio.run(sweep(url, "baseline", args))
         print("ours (Ray Serve, serve_config.yaml) ...", flush=True)
         report.print_header()
-        cluster_env = dict(item.split("=", 1) for item in args.ray_env)
         with RayServe(work, cluster_env=cluster_env) as service:
-            ours = asyncio.run(measure_ours(service, args))
+            ours = measure_ours_and_memory(service, args)
+        fast = None if args.skip_fast else fast_model.measure(work, args, raw_model_rate,
+                                                              cluster_env)  # fmt: skip
 
     results = report.summarize(raw, baseline_rows, ours, args)
-    results["ray_env"] = args.ray_env
+    results["resident_mib_after_run"] = ours["resident_mib"]
+    if fast is not None:
+        results["fast_model"] = fast
+    results["ray_env"] = {**shipped_ray_env(), **cluster_env}
     results["wall_s"] = round(time.time() - started, 1)
     report.print_summary(results)
+    if fast is not None:
+        report.print_fast_summary(fast)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

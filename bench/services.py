@@ -131,6 +131,11 @@ class RayServe:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
+    @property
+    def root_pid(self) -> int:
+        """The head's `ray start` process: every process of the service runs under it."""
+        return self.cluster.head_pid
+
     def start(self) -> None:
         migrate(self.database_url)
         self.cluster.start_head(num_cpus=self.num_cpus, timeout_s=120)
@@ -139,7 +144,8 @@ class RayServe:
         """The project's serve config with this cluster's HTTP port and the bench's settings.
 
         overrides: env (extra env vars for the app), model_max_ongoing / ingress_max_ongoing,
-        deployments ({deployment name: {option: value}} set on that deployment's entry).
+        deployments ({deployment name: {option: value}} set on that deployment's entry),
+        user_config (keys set in the SentimentModel's user_config, e.g. model_dir).
         """
         cfg = copy.deepcopy(self.base_config)
         cfg.setdefault("http_options", {}).update(host="127.0.0.1", port=self.http_port)
@@ -157,6 +163,8 @@ class RayServe:
                     if auto and auto.get("target_ongoing_requests", 0) > value:
                         auto["target_ongoing_requests"] = value
                 dep.update(overrides.get("deployments", {}).get(dep["name"], {}))
+                if dep["name"] == "SentimentModel" and overrides.get("user_config"):
+                    dep["user_config"] = {**dep.get("user_config", {}), **overrides["user_config"]}
         return cfg
 
     def applications(self) -> dict:
@@ -170,10 +178,12 @@ class RayServe:
         path = self.workdir / "serve_config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         before = {name: app.get("last_deployed_time_s") for name, app in self._apps_or_empty().items()}
-        subprocess.run(
+        done = subprocess.run(
             [str(BIN / "serve"), "deploy", str(path), "-a", self.dashboard],
-            cwd=REPO, env=ray_process_env(), check=True, capture_output=True,
+            cwd=REPO, env=ray_process_env(), capture_output=True, text=True,
         )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"serve deploy failed: {done.stderr[-2000:]}")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             now = {name: app.get("last_deployed_time_s") for name, app in self._apps_or_empty().items()}

@@ -16,7 +16,8 @@ class ModelConfig(BaseModel):
 
     model_dir: str = "default"  # "default" = packaged encoder + models/default/ layers
     max_batch_size: int = Field(32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=10.0)
+    # 0: a batch takes what queued while the previous one ran; a lone request never waits.
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=10.0)
     max_length: int = Field(128, ge=8, le=4096)
     cache_size: int = Field(4096, ge=0)  # 0 disables the result cache
     device: str | None = None  # None: CUDA when the replica has a GPU, else CPU

@@ -122,7 +122,7 @@ class SentimentModel:
         self._metrics.record_labels(r.label for r in results)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, batch_size_fn=count_texts)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=count_texts)
     async def _classify_batch(self, groups: list[list[str]],
                               arrived_at: list[float]) -> list[list[Prediction]]:
         """One forward pass over the texts of several calls (max_batch_size counts texts)."""
