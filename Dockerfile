@@ -26,6 +26,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     # Serve imports `deployments.app:build_app` from here in every Ray worker process.
     PYTHONPATH=/home/ray/app
 
+# The Ray processes' switches (HAProxy ingress, throughput-optimized Serve, gRPC message size):
+# configs/ray-serve.env, the same for `make run` and the cluster (tests/deploy checks).
+ENV RAY_SERVE_ENABLE_HA_PROXY=1 \
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=1 \
+    RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH=67108864
+
 # Dependencies first, so a code change does not reinstall them.
 COPY --chown=ray:users requirements.txt ./
 RUN TORCH_VERSION="$(sed -n 's/^torch==//p' requirements.txt)" \
