@@ -99,7 +99,7 @@ class ModelMetrics:
         self.model_latency.observe(total_s)
         self.stage.observe(tokenize_s, tags={"stage": "tokenize"})
         self.stage.observe(max(0.0, total_s - tokenize_s), tags={"stage": "inference"})
-        for wait in queue_waits_s:
+        for wait in queue_waits_s:  # one per model call in the batch, not one per text
             self.stage.observe(wait, tags={"stage": "queue"})
 
 
