@@ -8,14 +8,17 @@ import secrets
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 
+from conftest import make_settings
 from deployments.tracing import record_model_batch, traceparent_per_text
 from serve_app import tracing
+from serve_app.app import create_app
 from serve_app.tracing import current_traceparent, span
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -91,6 +94,23 @@ async def test_error_responses_carry_their_trace_id(client, user, exporter, case
     assert response.headers["x-trace-id"] == trace_id
     [request] = [s for s in of_trace(exporter, trace_id) if s.name.startswith("POST")]
     assert request.attributes["http.response.status_code"] == int(case)
+
+
+async def test_an_unhandled_error_still_carries_its_trace_id(database_url, register):
+    async def wrong_count(texts):
+        return []  # a classifier bug: the route raises, the last-resort handler answers 500
+
+    app = create_app(wrong_count, make_settings(database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            user = await register(client)
+            trace_id, _, headers = caller()
+            response = await client.post("/predict", json={"text": "x"},
+                                         headers={**user.headers, **headers})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+    assert response.headers["x-trace-id"] == trace_id
 
 
 async def test_without_tracing_no_span_is_made_yet_responses_carry_a_trace_id(client, user):
