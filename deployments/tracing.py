@@ -24,7 +24,8 @@ from opentelemetry.trace import Link
 from serve_app import tracing
 from serve_app.tracing import MODEL, context_of, links_to, record_span
 
-__all__ = ["otlp_span_processors", "record_model_batch", "start_app_tracing", "traceparent_per_text"]
+__all__ = ["otlp_span_processors", "record_model_batch", "start_app_tracing",
+           "traceparent_per_text"]
 
 
 def otlp_span_processors() -> list[SpanProcessor]:

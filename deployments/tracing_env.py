@@ -69,8 +69,8 @@ def ray_tracing_env(environ: Mapping[str, str]) -> dict[str, str]:
         protocol = environ.get(name, "").strip()
         if protocol:
             if protocol != SUPPORTED_PROTOCOL:
-                raise TracingConfigError(
-                    f"{name}={protocol!r}: only {SUPPORTED_PROTOCOL!r} (OTLP over HTTP) is built in")
+                raise TracingConfigError(f"{name}={protocol!r}: only {SUPPORTED_PROTOCOL!r} "
+                                         "(OTLP over HTTP) is built in")
             break
     return {
         "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": EXPORTER_IMPORT_PATH,

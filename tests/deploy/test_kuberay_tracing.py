@@ -4,9 +4,9 @@ tracing switches in it are the ones those variables imply."""
 from __future__ import annotations
 
 import pytest
+from kuberay_manifests import OVERLAYS, built_overlay, containers, only, pod_templates
 
 from deployments.tracing_env import EXPORTER_IMPORT_PATH, ray_tracing_env
-from kuberay_manifests import OVERLAYS, built_overlay, containers, only, pod_templates
 
 CONFIG_MAP = "sentiment-tracing"
 

@@ -113,7 +113,7 @@ def by_deployment(spans: list[ReceivedSpan], deployment: str) -> set[str]:
 
 async def test_errors_carry_their_trace_id(traced_serve: ServeInstance,
                                            receiver: OtlpReceiver) -> None:
-    trace_id, caller_span, header = traceparent()
+    trace_id, _, header = traceparent()
     async with traced_serve.client() as client:
         user = await signup_and_login(client, "traced422")
         invalid = await client.post("/predict", json={"text": ""},

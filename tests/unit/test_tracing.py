@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import make_settings
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from conftest import make_settings
 from deployments.tracing import record_model_batch, traceparent_per_text
 from serve_app import tracing
 from serve_app.app import create_app
@@ -118,7 +118,8 @@ async def test_without_tracing_no_span_is_made_yet_responses_carry_a_trace_id(cl
     assert span("anything") is span("other")  # one shared no-op: nothing is built
     assert current_traceparent() is None
     trace_id, _, headers = caller()
-    joined = await client.post("/predict", json={"text": "fine"}, headers={**user.headers, **headers})
+    joined = await client.post("/predict", json={"text": "fine"},
+                               headers={**user.headers, **headers})
     alone = await client.post("/predict", json={"text": "fine"}, headers=user.headers)
     assert joined.headers["x-trace-id"] == trace_id
     assert TRACE_ID.fullmatch(alone.headers["x-trace-id"])
