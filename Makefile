@@ -35,8 +35,11 @@ migrate: setup
 	$(BIN)/alembic upgrade head
 
 # Serve on http://127.0.0.1:8000 in the foreground; Ctrl-C stops it and its local Ray cluster.
+# OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) in the environment turn tracing
+# on: every Ray process inherits them, with the Ray Serve switches derived from them.
 run: migrate
-	$(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
+	ray_tracing_env=$$($(BIN)/python -m deployments.tracing_env) && \
+	env $$ray_tracing_env $(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

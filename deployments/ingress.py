@@ -26,9 +26,11 @@ from deployments.metrics import (
     note_rejection,
 )
 from deployments.text_groups import flatten, regroup
+from deployments.tracing import start_app_tracing, traceparent_per_text
 from serve_app.app import create_app
 from serve_app.classifier import Prediction
 from serve_app.errors import ModelUnavailableError
+from serve_app.tracing import current_traceparent
 
 # Measured on 2 CPU cores (see serve_config.yaml): every request waits here while the
 # model batches, so the ingress must admit far more than the model's batch size.
@@ -62,6 +64,7 @@ class APIIngress:
         self._model = model
         self._metrics = IngressMetrics()
         self._waiting = 0  # requests of this replica waiting for the model
+        start_app_tracing()
 
     def __serve_build_asgi_app__(self):
         app = create_app(self.classify, on_log_commit=self._metrics.observe_db_commit)
@@ -74,10 +77,11 @@ class APIIngress:
             raise ModelUnavailableError("The model is overloaded; retry shortly.",
                                         retry_after=MODEL_BUSY_RETRY_AFTER_S)
         self._waiting += 1
+        traceparent = current_traceparent()  # None unless tracing: carried to the model
         try:
             if len(texts) > COALESCE_MAX_TEXTS:
-                return await self._call_model(texts)
-            return await self._classify_coalesced(texts)
+                return await self._call_model(texts, traceparent_per_text([texts], [traceparent]))
+            return await self._classify_coalesced(texts, traceparent)
         finally:
             self._waiting -= 1
 
@@ -85,21 +89,24 @@ class APIIngress:
     # call is out, so sharing calls never delays a request on an idle service.
     @serve.batch(max_batch_size=COALESCE_MAX_REQUESTS, batch_wait_timeout_s=0.0,
                  max_concurrent_batches=MODEL_CALLS_IN_FLIGHT)
-    async def _classify_coalesced(self, requests: list[list[str]]) -> list[list[Prediction]]:
-        return regroup(await self._call_model(flatten(requests)), requests)
+    async def _classify_coalesced(self, requests: list[list[str]],
+                                  traceparents: list[str | None]) -> list[list[Prediction]]:
+        return regroup(await self._call_model(
+            flatten(requests), traceparent_per_text(requests, traceparents)), requests)
 
-    async def _call_model(self, texts: list[str]) -> list[Prediction]:
+    async def _call_model(self, texts: list[str],
+                          traceparents: list[str | None] | None) -> list[Prediction]:
         started = time.perf_counter()
         try:
             try:
-                predictions = await self._model.classify.remote(texts)
+                predictions = await self._model.classify.remote(texts, traceparents)
                 self._metrics.observe_model_call(time.perf_counter() - started)
                 return predictions
             except (ActorDiedError, ActorUnavailableError):
                 # The replica died with this request on it. Classifying is idempotent (the
                 # answer is logged here, after the call), so send it once more: the router
                 # has dropped the dead replica and picks a live one.
-                return await self._model.classify.remote(texts)
+                return await self._model.classify.remote(texts, traceparents)
         except BackPressureError as exc:
             # The model's queue is full: shed load now (503) rather than time out later.
             retry_after = math.ceil(exc.retry_after_s or MODEL_BUSY_RETRY_AFTER_S)

@@ -22,6 +22,7 @@ from deployments.metrics import ModelMetrics, TimedTokenizer
 from deployments.model_config import ModelConfig
 from deployments.prediction_cache import PredictionCache, normalize_text
 from deployments.text_groups import count_texts, flatten, regroup
+from deployments.tracing import record_model_batch, start_app_tracing
 from serve_app.classifier import Prediction, SentimentClassifier
 
 logger = logging.getLogger("ray.serve")
@@ -63,6 +64,7 @@ class SentimentModel:
         self._calls = 0  # handle calls received; each may carry several requests' texts
         self._metrics = ModelMetrics()
         self._tokenizer_timer: TimedTokenizer | None = None
+        start_app_tracing()
 
     async def reconfigure(self, user_config: dict) -> None:
         """Apply a new user_config in place.
@@ -98,8 +100,10 @@ class SentimentModel:
             logger.info("Serving model %s", classifier.model_version)
         self._config = config
 
-    async def classify(self, texts: list[str]) -> list[Prediction]:
-        """Handle entry point: predictions for `texts`, in order."""
+    async def classify(self, texts: list[str],
+                       traceparents: list[str | None] | None = None) -> list[Prediction]:
+        """Handle entry point: predictions for `texts`, in order (`traceparents`: the W3C
+        trace context of each text's request, when tracing)."""
         arrived_at = time.perf_counter()
         self._calls += 1
         keys = [normalize_text(t) for t in texts]
@@ -114,7 +118,9 @@ class SentimentModel:
             size = self._classify_batch._get_max_batch_size()
             chunks = [missing[start : start + size] for start in range(0, len(missing), size)]
             computed = await asyncio.gather(
-                *(self._classify_batch([keys[i] for i in chunk], arrived_at) for chunk in chunks))
+                *(self._classify_batch([keys[i] for i in chunk], arrived_at,
+                                       traceparents and [traceparents[i] for i in chunk])
+                  for chunk in chunks))
             for chunk, predictions in zip(chunks, computed):
                 for i, prediction in zip(chunk, predictions):
                     results[i] = prediction
@@ -123,8 +129,9 @@ class SentimentModel:
         return results  # type: ignore[return-value]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=count_texts)
-    async def _classify_batch(self, groups: list[list[str]],
-                              arrived_at: list[float]) -> list[list[Prediction]]:
+    async def _classify_batch(self, groups: list[list[str]], arrived_at: list[float],
+                              traceparents: list[list[str | None] | None],
+                              ) -> list[list[Prediction]]:
         """One forward pass over the texts of several calls (max_batch_size counts texts)."""
         classifier = self._classifier
         texts = flatten(groups)
@@ -133,8 +140,11 @@ class SentimentModel:
         # accepting requests and the next batch fills while this one runs.
         predictions = await asyncio.to_thread(classifier.predict, texts)
         tokenize_s = self._tokenizer_timer.take_seconds() if self._tokenizer_timer else 0.0
+        ended = time.perf_counter()
         waits = [started - t for t in arrived_at]  # texts of one call waited alike
-        self._metrics.record_batch(len(texts), waits, tokenize_s, time.perf_counter() - started)
+        self._metrics.record_batch(len(texts), waits, tokenize_s, ended - started)
+        record_model_batch(traceparents, arrived_at, started=started, tokenize_s=tokenize_s,
+                           ended=ended, texts=len(texts))
         self._batch_sizes[len(texts)] += 1
         return regroup(predictions, groups)
 

@@ -32,6 +32,7 @@ from serve_app.ratelimit import RateLimits, create_rate_limiter
 from serve_app.schemas import ErrorResponse
 from serve_app.security import TokenCodec, resolve_secret_key
 from serve_app.settings import Settings, get_settings
+from serve_app.tracing import TraceMiddleware, install_log_trace_ids
 
 if TYPE_CHECKING:
     from serve_app.classifier import Prediction, SentimentClassifier
@@ -115,6 +116,9 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
         description="Sentiment analysis with a logged history per user. Log in at "
                     "`POST /auth/token`, then send `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        # FastAPI's own spans take their parent from the traceparent header, which would cut
+        # Ray Serve's replica span out of the trace; TraceMiddleware makes the request span.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
         responses={
             400: {"model": ErrorResponse, "description": "Body not decodable"},
             413: {"model": ErrorResponse, "description": "Request body too large"},
@@ -122,6 +126,8 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
         },
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TraceMiddleware)  # outside the size limit: a 413 carries X-Trace-Id too
+    install_log_trace_ids()
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     app.include_router(auth.router)
     app.include_router(routes.build_router(settings))

@@ -19,6 +19,7 @@ from serve_app.security import (
     verify_against_dummy,
     verify_password,
 )
+from serve_app.tracing import traced
 
 NOT_AUTHENTICATED = "Not authenticated."
 INVALID_TOKEN = "Invalid or expired token."
@@ -34,6 +35,7 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers=BEARER)
 
 
+@traced("authenticate")
 async def current_user(services: ServicesDep,
                        token: Annotated[str | None, Depends(oauth2_scheme)]) -> TokenUser:
     """The token's user, from the signed token alone (no database round trip)."""

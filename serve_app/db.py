@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from serve_app.models import Prediction
 from serve_app.settings import Settings
+from serve_app.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class PredictionLog:
             await self._writer
             self._writer = None
 
+    @traced("prediction_log.commit")
     async def write(self, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Queue rows (column values) for the next transaction; their ids once committed."""
         if self._writer is None or self._writer.done():

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.db import UNAVAILABLE_ERRORS, DatabaseUnavailableError
+from serve_app.tracing import trace_id_headers
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
-        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500,
+                            headers=trace_id_headers(request.scope))
 
     app.add_exception_handler(DatabaseUnavailableError, database_unavailable)
     for error in UNAVAILABLE_ERRORS:

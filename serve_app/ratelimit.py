@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+from serve_app.tracing import traced
+
 log = logging.getLogger(__name__)
 
 
@@ -134,6 +136,7 @@ class RateLimits:
         self._login_client = (login_max_failures_per_client / window,
                               float(login_max_failures_per_client))
 
+    @traced("rate_limit")
     async def predict(self, user_id: int, texts: int) -> float:
         """Seconds to wait before ``texts`` more texts may be classified for this user (0: go)."""
         rate, burst = self._predict
@@ -150,6 +153,7 @@ class RateLimits:
             if rate > 0:
                 yield key, rate, burst
 
+    @traced("rate_limit")
     async def login_blocked(self, username: str, client: str) -> float:
         """Seconds until a login for this username from this client may be tried (0: go)."""
         waits = [await self.backend.acquire(key, cost=1, rate=rate, burst=burst, consume=False)

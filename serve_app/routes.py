@@ -38,6 +38,7 @@ from serve_app.schemas import (
 )
 from serve_app.security import TokenUser
 from serve_app.settings import Settings
+from serve_app.tracing import traced
 
 if TYPE_CHECKING:
     from serve_app.classifier import Prediction
@@ -60,6 +61,7 @@ def _unit(value: float) -> float:
     return min(1.0, max(0.0, float(value)))
 
 
+@traced("model_call")
 async def classify(services: Services, texts: list[str]) -> list["Prediction"]:
     try:
         predictions = await services.classify(texts)

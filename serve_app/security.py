@@ -17,6 +17,7 @@ from jose import JWTError, jwt
 from passlib.context import CryptContext
 
 from serve_app.settings import MIN_SECRET_KEY_CHARS, Settings
+from serve_app.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,13 @@ _hasher = CryptContext(schemes=["argon2"], deprecated="auto", argon2__memory_cos
                        argon2__time_cost=2, argon2__parallelism=1)
 
 
+@traced("hash_password")
 async def hash_password(password: str) -> str:
     # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
     return await asyncio.to_thread(_hasher.hash, password)
 
 
+@traced("verify_password")
 async def verify_password(password: str, hashed: str) -> bool:
     def verify() -> bool:
         try:
