@@ -1,0 +1,347 @@
+"""API keys in process, on SQLite and on MariaDB: the lifecycle, where a key works and where it
+does not, how it is stored, the per-replica cache, the key limit and last-use writes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import delete, event, select, update
+
+from serve_app.api_keys import derive_hash_key, hash_api_key
+from serve_app.models import ApiKey, User, utcnow
+
+INVALID = {"detail": "Invalid or expired token."}
+
+
+async def create_key(client, user, name: str = "a key") -> dict:
+    response = await client.post("/auth/keys", headers=user.headers, json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def as_bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def as_header(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+async def assert_refused(client, headers) -> None:
+    response = await client.get("/", headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.json() == INVALID
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def stored_key(client, key_id: int) -> ApiKey | None:
+    async with client.app.state.services.sessions() as session:
+        return await session.get(ApiKey, key_id)
+
+
+@contextmanager
+def counted_statements(client, verb: str):
+    """SQL statements of ``verb`` (e.g. "UPDATE api_keys") the app sends while inside."""
+    seen: list[str] = []
+    engine = client.app.state.services.engine.sync_engine
+
+    def note(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith(verb.upper()):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+async def test_a_created_key_is_shown_once_with_its_prefix(client, user):
+    body = await create_key(client, user, name="nightly job")
+    assert set(body) == {"id", "name", "prefix", "key", "created_at"}
+    assert body["name"] == "nightly job"
+    assert body["key"].startswith(body["prefix"] + "_")
+    assert body["prefix"].startswith("ssk_") and len(body["prefix"]) == 16
+    assert len(body["key"]) == 16 + 1 + 43  # 32 random bytes, url-safe base64
+    again = await create_key(client, user)
+    assert again["key"] != body["key"] and again["prefix"] != body["prefix"]
+
+
+async def test_only_a_keyed_hash_of_the_key_is_stored(client, user, secret_key):
+    body = await create_key(client, user)
+    row = await stored_key(client, body["id"])
+    assert row.prefix == body["prefix"] and row.user_id == user.id
+    assert row.secret_hash == hash_api_key(body["key"], derive_hash_key(secret_key))
+    assert row.secret_hash != hash_api_key(body["key"], derive_hash_key(secret_key + "x"))
+    assert body["key"][16:] not in str(vars(row))
+
+
+@pytest.mark.parametrize("headers", [as_bearer, as_header], ids=["bearer", "x-api-key"])
+async def test_a_key_works_wherever_a_login_token_does(client, user, headers):
+    key = (await create_key(client, user))["key"]
+    me = await client.get("/", headers=headers(key))
+    assert me.status_code == 200, me.text
+    assert me.json() == {"id": user.id, "username": user.username}
+    one = await client.post("/predict", headers=headers(key), json={"text": "lovely"})
+    assert one.status_code == 200, one.text
+    batch = await client.post("/predict/batch", headers=headers(key), json={"texts": ["a", "b"]})
+    assert batch.status_code == 200, batch.text
+    data = await client.get("/data", headers=headers(key))
+    assert data.status_code == 200
+    ids = {one.json()["id"], *(r["id"] for r in batch.json()["results"])}
+    assert ids <= {row["id"] for row in data.json()}
+    # The same history as through the login token: the rows are the user's.
+    assert data.json() == (await client.get("/data", headers=user.headers)).json()
+
+
+async def test_the_list_shows_every_key_of_the_user_and_never_a_secret(client, new_user):
+    owner, other = await new_user(), await new_user()
+    created = [await create_key(client, owner, name=f"key {i}") for i in range(3)]
+    await create_key(client, other)
+    response = await client.get("/auth/keys", headers=owner.headers)
+    assert response.status_code == 200
+    listed = response.json()
+    assert [k["id"] for k in listed] == [k["id"] for k in created]
+    assert [k["name"] for k in listed] == ["key 0", "key 1", "key 2"]
+    for item, made in zip(listed, created, strict=True):
+        assert set(item) == {"id", "name", "prefix", "created_at", "last_used_at"}
+        assert item["prefix"] == made["prefix"] and item["last_used_at"] is None
+        assert made["key"][16:] not in response.text
+
+
+async def test_a_revoked_key_is_refused_at_once_with_the_bad_token_error(client, user):
+    body = await create_key(client, user)
+    assert (await client.get("/", headers=as_header(body["key"]))).status_code == 200
+    revoked = await client.delete(f"/auth/keys/{body['id']}", headers=user.headers)
+    assert revoked.status_code == 204 and revoked.content == b""
+    await assert_refused(client, as_header(body["key"]))
+    await assert_refused(client, as_bearer(body["key"]))
+    assert await stored_key(client, body["id"]) is None
+    again = await client.delete(f"/auth/keys/{body['id']}", headers=user.headers)
+    assert again.status_code == 404
+
+
+async def test_a_key_revoked_on_another_replica_is_refused_here_within_5_seconds(
+        client, client_with, user):
+    body = await create_key(client, user)
+    async with client_with() as other_replica:
+        assert (await other_replica.get("/", headers=as_header(body["key"]))).status_code == 200
+        assert (await client.delete(f"/auth/keys/{body['id']}",
+                                    headers=user.headers)).status_code == 204
+        revoked_at = time.monotonic()
+        while (await other_replica.get("/", headers=as_header(body["key"]))).status_code == 200:
+            assert time.monotonic() - revoked_at < 5, "still accepted 5 s after revocation"
+            await asyncio.sleep(0.05)
+        await assert_refused(other_replica, as_header(body["key"]))
+
+
+@pytest.mark.parametrize("credential", [
+    "ssk_0123456789ab_" + "A" * 43,  # well formed, unknown prefix
+    "ssk_0123456789ab_short",
+    "ssk_",
+    "sk-not-ours",
+])
+async def test_wrong_or_malformed_keys_get_the_bad_token_error(client, credential):
+    await assert_refused(client, as_header(credential))
+    await assert_refused(client, as_bearer(credential))
+
+
+async def test_a_key_with_the_right_prefix_and_a_wrong_secret_is_refused(client, user):
+    key = (await create_key(client, user))["key"]
+    forged = key[:-1] + ("A" if key[-1] != "A" else "B")
+    await assert_refused(client, as_header(forged))
+    assert (await client.get("/", headers=as_header(key))).status_code == 200
+
+
+async def test_a_login_token_is_not_accepted_as_x_api_key(client, user):
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    await assert_refused(client, as_header(token))
+
+
+async def test_a_deleted_users_key_is_refused_within_5_seconds(client, new_user):
+    doomed = await new_user()
+    key = (await create_key(client, doomed))["key"]
+    assert (await client.get("/data", headers=as_bearer(key))).status_code == 200
+    async with client.app.state.services.sessions() as session:
+        await session.execute(delete(User).where(User.id == doomed.id))
+        await session.commit()
+    deleted_at = time.monotonic()
+    while (await client.get("/", headers=as_bearer(key))).status_code != 401:
+        assert time.monotonic() - deleted_at < 5, "a deleted user's key still works after 5 s"
+        await asyncio.sleep(0.05)
+    await assert_refused(client, as_bearer(key))
+    refused = await client.post("/predict", headers=as_bearer(key), json={"text": "hello"})
+    assert refused.status_code == 401 and refused.json() == INVALID
+
+
+async def test_another_users_key_is_404_like_an_unknown_one(client, new_user):
+    owner, intruder = await new_user(), await new_user()
+    body = await create_key(client, owner)
+    theirs = await client.delete(f"/auth/keys/{body['id']}", headers=intruder.headers)
+    unknown = await client.delete("/auth/keys/2147483647", headers=intruder.headers)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json() == unknown.json() == {"detail": "No such API key."}
+    assert (await client.get("/", headers=as_header(body["key"]))).status_code == 200
+
+
+@pytest.mark.parametrize("key_id", ["0", "-1", "2147483648", "abc"])
+async def test_key_ids_out_of_range_are_422(client, user, key_id):
+    response = await client.delete(f"/auth/keys/{key_id}", headers=user.headers)
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("headers", [as_bearer, as_header], ids=["bearer", "x-api-key"])
+async def test_a_key_cannot_manage_keys(client, user, headers):
+    body = await create_key(client, user)
+    forbidden = {"detail": "API keys are managed with a login token, not with an API key."}
+    attempts = [
+        client.post("/auth/keys", headers=headers(body["key"]), json={"name": "more"}),
+        client.get("/auth/keys", headers=headers(body["key"])),
+        client.delete(f"/auth/keys/{body['id']}", headers=headers(body["key"])),
+    ]
+    for response in await asyncio.gather(*attempts):
+        assert response.status_code == 403, response.text
+        assert response.json() == forbidden
+    assert len((await client.get("/auth/keys", headers=user.headers)).json()) == 1
+
+
+async def test_managing_keys_needs_a_credential(client):
+    for response in [await client.post("/auth/keys", json={"name": "x"}),
+                     await client.get("/auth/keys"),
+                     await client.delete("/auth/keys/1")]:
+        assert response.status_code == 401
+        assert response.json() == {"detail": "Not authenticated."}
+
+
+@pytest.mark.parametrize("name", ["", " ", "\t\n", "n" * 65, "\ud800"])
+async def test_invalid_key_names_are_422(client, user, name):
+    # Written by hand: a lone surrogate cannot be encoded by httpx's json=.
+    body = f'{{"name": "{name.encode("unicode_escape").decode()}"}}'
+    response = await client.post("/auth/keys", content=body,
+                                 headers={**user.headers, "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "name"]
+
+
+async def test_key_names_of_1_and_64_characters_and_any_script_are_accepted(client, user):
+    for name in ["x", "n" * 64, "clé de test 🔑"]:
+        assert (await create_key(client, user, name=name))["name"] == name
+
+
+async def test_at_most_20_live_keys_per_user_even_when_created_at_once(client, new_user):
+    user = await new_user()
+    responses = await asyncio.gather(*(
+        client.post("/auth/keys", headers=user.headers, json={"name": f"k{i}"}) for i in range(24)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 20 + [409] * 4, codes
+    conflict = next(r for r in responses if r.status_code == 409)
+    assert conflict.json() == {"detail": "Too many API keys: revoke one before creating another."}
+    listed = (await client.get("/auth/keys", headers=user.headers)).json()
+    assert len(listed) == 20
+    assert (await client.delete(f"/auth/keys/{listed[0]['id']}",
+                                headers=user.headers)).status_code == 204
+    assert (await client.post("/auth/keys", headers=user.headers,
+                              json={"name": "again"})).status_code == 201
+
+
+async def test_a_deleted_users_token_cannot_create_keys(client, new_user):
+    gone = await new_user()
+    async with client.app.state.services.sessions() as session:
+        await session.execute(delete(User).where(User.id == gone.id))
+        await session.commit()
+    response = await client.post("/auth/keys", headers=gone.headers, json={"name": "x"})
+    assert response.status_code == 401 and response.json() == INVALID
+
+
+async def test_at_steady_state_a_key_check_reads_nothing_from_the_database(client_with, register):
+    async with client_with(api_key_cache_seconds=5) as replica:
+        user = await register(replica)
+        key = (await create_key(replica, user))["key"]
+        verifier = replica.app.state.services.api_keys
+        assert (await replica.get("/", headers=as_header(key))).status_code == 200
+        before = verifier.lookups
+        with counted_statements(replica, "SELECT") as selects:
+            for _ in range(30):
+                assert (await replica.post("/predict", headers=as_header(key),
+                                           json={"text": "steady"})).status_code == 200
+        assert verifier.lookups == before
+        assert not [s for s in selects if "api_keys" in s]
+
+
+async def test_a_burst_on_an_expired_entry_reads_the_key_once(client_with, register):
+    async with client_with(api_key_cache_seconds=0.2) as replica:
+        user = await register(replica)
+        key = (await create_key(replica, user))["key"]
+        verifier = replica.app.state.services.api_keys
+        await asyncio.sleep(0.3)
+        before = verifier.lookups
+        responses = await asyncio.gather(*(replica.get("/data", headers=as_header(key))
+                                           for _ in range(20)))
+        assert [r.status_code for r in responses] == [200] * 20
+        assert verifier.lookups == before + 1
+
+
+async def test_last_used_is_written_once_a_minute_at_most(client, client_with, user):
+    body = await create_key(client, user)
+    async with client_with() as other_replica:
+        with counted_statements(client, "UPDATE api_keys") as here, \
+                counted_statements(other_replica, "UPDATE api_keys") as there:
+            for _ in range(10):
+                for replica in (client, other_replica):
+                    response = await replica.get("/data", headers=as_bearer(body["key"]))
+                    assert response.status_code == 200
+            await asyncio.sleep(0.1)  # the writes run in the background
+        assert len(here) <= 1 and len(there) <= 1  # not one write per request
+    first = (await stored_key(client, body["id"])).last_used_at
+    assert first is not None and abs((utcnow() - first).total_seconds()) < 10
+    listed = (await client.get("/auth/keys", headers=user.headers)).json()
+    assert listed[0]["last_used_at"].startswith(first.isoformat()[:19])
+    # An older value is replaced by the next use once a replica sees it is over a minute old.
+    async with client.app.state.services.sessions() as session:
+        await session.execute(update(ApiKey).where(ApiKey.id == body["id"])
+                              .values(last_used_at=first.replace(year=first.year - 1)))
+        await session.commit()
+    async with client_with() as fresh_replica:
+        assert (await fresh_replica.get("/", headers=as_bearer(body["key"]))).status_code == 200
+        await asyncio.sleep(0.2)
+    assert (await stored_key(client, body["id"])).last_used_at > first
+
+
+async def test_the_rate_limit_is_per_user_whichever_credential(client_with, register):
+    async with client_with(predict_rate_per_second=0.01, predict_burst=3) as limited:
+        user = await register(limited)
+        key = (await create_key(limited, user))["key"]
+        for headers in (user.headers, as_bearer(key), as_header(key)):
+            ok = await limited.post("/predict", headers=headers, json={"text": "fine"})
+            assert ok.status_code == 200, ok.text
+        for headers in (user.headers, as_header(key)):
+            limited_response = await limited.post("/predict", headers=headers, json={"text": "no"})
+            assert limited_response.status_code == 429
+            assert int(limited_response.headers["Retry-After"]) >= 1
+
+
+async def test_openapi_offers_both_schemes_on_every_protected_route(client):
+    schema = (await client.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["OAuth2PasswordBearer"]["type"] == "oauth2"
+    assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                       "description": schemes["APIKeyHeader"]["description"]}
+    for path, method in [("/", "get"), ("/predict", "post"), ("/predict/batch", "post"),
+                         ("/data", "get"), ("/auth/keys", "post"), ("/auth/keys", "get"),
+                         ("/auth/keys/{key_id}", "delete")]:
+        security = schema["paths"][path][method]["security"]
+        assert {"OAuth2PasswordBearer": []} in security and {"APIKeyHeader": []} in security
+
+
+async def test_revoking_removes_only_that_key(client, user):
+    keep, drop = await create_key(client, user), await create_key(client, user)
+    revoked = await client.delete(f"/auth/keys/{drop['id']}", headers=user.headers)
+    assert revoked.status_code == 204
+    listed = (await client.get("/auth/keys", headers=user.headers)).json()
+    assert [k["id"] for k in listed] == [keep["id"]]
+    assert (await client.get("/", headers=as_header(keep["key"]))).status_code == 200
+    async with client.app.state.services.sessions() as session:
+        assert await session.scalar(select(ApiKey.id).where(ApiKey.id == drop["id"])) is None
