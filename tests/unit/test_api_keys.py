@@ -262,13 +262,15 @@ async def test_at_steady_state_a_key_check_reads_nothing_from_the_database(clien
         key = (await create_key(replica, user))["key"]
         verifier = replica.app.state.services.api_keys
         assert (await replica.get("/", headers=as_header(key))).status_code == 200
-        before = verifier.lookups
+        before, started = verifier.lookups, time.monotonic()
         with counted_statements(replica, "SELECT") as selects:
             for _ in range(30):
                 assert (await replica.post("/predict", headers=as_header(key),
                                            json={"text": "steady"})).status_code == 200
-        assert verifier.lookups == before
-        assert not [s for s in selects if "api_keys" in s]
+        # One read per cache period at most (a slow machine may cross one), never per request.
+        periods = int((time.monotonic() - started) // 5) + 1
+        reads = [s for s in selects if "api_keys" in s]
+        assert verifier.lookups - before == len(reads) < periods + 1, (len(reads), periods)
 
 
 async def test_a_burst_on_an_expired_entry_reads_the_key_once(client_with, register):
