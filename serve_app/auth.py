@@ -28,6 +28,7 @@ from serve_app.security import (
 
 NOT_AUTHENTICATED = "Not authenticated."
 INVALID_TOKEN = "Invalid or expired token."
+TWO_CREDENTIALS = "Send one credential: Authorization or X-API-Key, not both."
 BAD_CREDENTIALS = "Incorrect username or password."
 USERNAME_TAKEN = "This username is already taken."
 TOO_MANY_LOGIN_FAILURES = "Too many failed logins. Retry later."
@@ -47,7 +48,10 @@ async def current_user(services: ServicesDep,
                        bearer: Annotated[str | None, Depends(oauth2_scheme)],
                        api_key: Annotated[str | None, Depends(api_key_scheme)]) -> TokenUser:
     """The user of the login token (from the signed token alone) or of the API key (from the
-    replica's short-lived cache of key checks); the bearer credential wins if both are sent."""
+    replica's short-lived cache of key checks)."""
+    if bearer and api_key:
+        # Refused rather than picking one: an invalid credential never rides on a valid one.
+        raise unauthorized(TWO_CREDENTIALS)
     credential = bearer or api_key
     if not credential:
         raise unauthorized(NOT_AUTHENTICATED)

@@ -156,6 +156,17 @@ async def test_a_key_with_the_right_prefix_and_a_wrong_secret_is_refused(client,
     assert (await client.get("/", headers=as_header(key))).status_code == 200
 
 
+async def test_two_credentials_at_once_are_refused_even_if_both_are_valid(client, user):
+    key = (await create_key(client, user))["key"]
+    for bearer in (user.headers["Authorization"], f"Bearer {key}", "Bearer not-a-jwt"):
+        response = await client.get("/", headers={"Authorization": bearer, "X-API-Key": key})
+        assert response.status_code == 401
+        assert response.json() == {
+            "detail": "Send one credential: Authorization or X-API-Key, not both."}
+    forged = await client.get("/", headers={**user.headers, "X-API-Key": key[:-2] + "AA"})
+    assert forged.status_code == 401
+
+
 async def test_a_login_token_is_not_accepted_as_x_api_key(client, user):
     token = user.headers["Authorization"].removeprefix("Bearer ")
     await assert_refused(client, as_header(token))
