@@ -44,17 +44,18 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers=BEARER)
 
 
-async def current_user(services: ServicesDep,
+async def current_user(request: Request, services: ServicesDep,
                        bearer: Annotated[str | None, Depends(oauth2_scheme)],
                        api_key: Annotated[str | None, Depends(api_key_scheme)]) -> TokenUser:
     """The user of the login token (from the signed token alone) or of the API key (from the
     replica's short-lived cache of key checks)."""
-    if bearer and api_key:
+    key_sent = api_key_scheme.model.name in request.headers  # even empty, which reads as None
+    if bearer and key_sent:
         # Refused rather than picking one: an invalid credential never rides on a valid one.
         raise unauthorized(TWO_CREDENTIALS)
-    credential = bearer or api_key
+    credential = api_key if key_sent else bearer
     if not credential:
-        raise unauthorized(NOT_AUTHENTICATED)
+        raise unauthorized(INVALID_TOKEN if key_sent else NOT_AUTHENTICATED)
     try:
         if looks_like_api_key(credential):
             return await services.api_keys.verify(credential)

@@ -132,18 +132,24 @@ def test_operation_conforms_to_its_schema(live_schema, serve_instance, bearer, a
                                           method, path, mode, credential):
     operation = live_schema[path][method]
     key = f"{method} {path} [{mode.value}, {credential}]"
-    headers = {"Authorization": bearer} if credential == "token" else {"X-API-Key": api_key}
+    # Schemathesis knows the key scheme (a header) but not where OAuth2 puts its token: the key
+    # goes in as the case's own header, the token as an explicit header of the call, and a key
+    # value generated beside the token is dropped (two credentials at once are refused, 401).
+    key_header = {"X-API-Key": api_key} if credential == "api key" else None
+    call_headers = {"Authorization": bearer} if credential == "token" else None
     codes = RESULTS.setdefault(key, Counter())
     found: list[str] = []
 
     @settings(max_examples=MAX_EXAMPLES.get(path, DEFAULT_MAX_EXAMPLES), deadline=None,
               database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(generation_mode=mode, headers=headers))
+    @given(case=operation.as_strategy(generation_mode=mode, headers=key_header))
     def exercise(case):
+        if call_headers and case.headers:
+            case.headers.pop("X-API-Key", None)
         try:
             response = case.call_and_validate(base_url=serve_instance.url, checks=CHECKS,
-                                              timeout=120)
+                                              headers=call_headers, timeout=120)
             codes[response.status_code] += 1
         except FailureGroup as group:
             codes["failed"] += 1

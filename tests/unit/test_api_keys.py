@@ -163,8 +163,11 @@ async def test_two_credentials_at_once_are_refused_even_if_both_are_valid(client
         assert response.status_code == 401
         assert response.json() == {
             "detail": "Send one credential: Authorization or X-API-Key, not both."}
-    forged = await client.get("/", headers={**user.headers, "X-API-Key": key[:-2] + "AA"})
-    assert forged.status_code == 401
+    for extra in (key[:-2] + "AA", ""):
+        response = await client.get("/", headers={**user.headers, "X-API-Key": extra})
+        assert response.status_code == 401, extra
+    empty = await client.get("/", headers={"X-API-Key": ""})
+    assert empty.status_code == 401 and empty.json() == INVALID
 
 
 async def test_a_login_token_is_not_accepted_as_x_api_key(client, user):

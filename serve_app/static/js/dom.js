@@ -20,6 +20,21 @@ export function el(tag, props = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** A scrollable data table: `head` is its header cells, `rows` its <tr> elements. */
+export function dataTable({ id, caption, head, rows }) {
+  return el(
+    "div",
+    { className: "table-wrap" },
+    el(
+      "table",
+      { className: "table", id },
+      el("caption", { className: "visually-hidden" }, caption),
+      el("thead", {}, el("tr", {}, head)),
+      el("tbody", {}, rows),
+    ),
+  );
+}
+
 export function percent(value, digits = 1) {
   return `${(value * 100).toFixed(digits)}%`;
 }

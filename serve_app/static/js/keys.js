@@ -1,48 +1,33 @@
 // API keys: create one (shown once, with a copy button), list them, revoke one.
 import { api } from "./api.js";
-import { $, announce, el, formatDate, showAlert, whileBusy } from "./dom.js";
+import { $, announce, dataTable, el, formatDate, showAlert, whileBusy } from "./dom.js";
 
 function keysTable(keys, onRevoke) {
   if (keys.length === 0) {
     return el("p", { className: "empty" }, "No API keys yet. Create one above for a script or a service.");
   }
-  return el(
-    "div",
-    { className: "table-wrap" },
-    el(
-      "table",
-      { className: "table", id: "keys-rows" },
-      el("caption", { className: "visually-hidden" }, "Your API keys, oldest first"),
+  return dataTable({
+    id: "keys-rows",
+    caption: "Your API keys, oldest first",
+    head: [
+      el("th", { scope: "col" }, "Name"),
+      el("th", { scope: "col" }, "Key starts with"),
+      el("th", { scope: "col" }, "Created"),
+      el("th", { scope: "col" }, "Last used"),
+      el("th", { scope: "col" }, el("span", { className: "visually-hidden" }, "Actions")),
+    ],
+    rows: keys.map((key) =>
       el(
-        "thead",
-        {},
-        el(
-          "tr",
-          {},
-          el("th", { scope: "col" }, "Name"),
-          el("th", { scope: "col" }, "Key starts with"),
-          el("th", { scope: "col" }, "Created"),
-          el("th", { scope: "col" }, "Last used"),
-          el("th", { scope: "col" }, el("span", { className: "visually-hidden" }, "Actions")),
-        ),
-      ),
-      el(
-        "tbody",
-        {},
-        keys.map((key) =>
-          el(
-            "tr",
-            { dataset: { keyId: String(key.id) } },
-            el("td", { className: "cell-text key-name" }, key.name),
-            el("td", { className: "mono" }, `${key.prefix}_…`),
-            el("td", { className: "nowrap muted" }, formatDate(key.created_at)),
-            el("td", { className: "nowrap muted key-last-used" }, key.last_used_at ? formatDate(key.last_used_at) : "Never"),
-            el("td", { className: "num" }, revokeControl(key, onRevoke)),
-          ),
-        ),
+        "tr",
+        { dataset: { keyId: String(key.id) } },
+        el("td", { className: "cell-text key-name" }, key.name),
+        el("td", { className: "mono" }, `${key.prefix}_…`),
+        el("td", { className: "nowrap muted" }, formatDate(key.created_at)),
+        el("td", { className: "nowrap muted key-last-used" }, key.last_used_at ? formatDate(key.last_used_at) : "Never"),
+        el("td", { className: "num" }, revokeControl(key, onRevoke)),
       ),
     ),
-  );
+  });
 }
 
 // Revoking cannot be undone, so it takes a second click on the same row.
