@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import create_engine, delete, event, inspect, select, update
 
 from serve_app.api_keys import derive_hash_key, hash_api_key
 from serve_app.models import ApiKey, User, utcnow
@@ -361,3 +361,24 @@ async def test_revoking_removes_only_that_key(client, user):
     assert (await client.get("/", headers=as_header(keep["key"]))).status_code == 200
     async with client.app.state.services.sessions() as session:
         assert await session.scalar(select(ApiKey.id).where(ApiKey.id == drop["id"])) is None
+
+
+def test_the_migration_adds_and_removes_the_key_table(tmp_path):
+    from alembic import command
+
+    from serve_app.db import alembic_config, upgrade_to_head
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'migrate.db'}"
+    upgrade_to_head(url)
+    engine = create_engine(f"sqlite:///{tmp_path / 'migrate.db'}")
+    try:
+        assert "api_keys" in inspect(engine).get_table_names()
+        assert {"prefix"} in [set(u["column_names"])
+                              for u in inspect(engine).get_unique_constraints("api_keys")]
+        command.downgrade(alembic_config(url), "0001")
+        assert "api_keys" not in inspect(engine).get_table_names()
+        assert "users" in inspect(engine).get_table_names()
+        upgrade_to_head(url)
+        assert "api_keys" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
