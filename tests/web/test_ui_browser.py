@@ -272,6 +272,8 @@ async def test_the_whole_flow_works_from_the_keyboard_with_visible_focus(page, s
 
     await page.get_by_role("tab", name="Classify").focus()
     await page.keyboard.press("End")
+    await expect(page.get_by_role("tab", name="API keys")).to_be_focused()
+    await page.keyboard.press("ArrowLeft")
     await expect(page.get_by_role("tab", name="History")).to_be_focused()
     await expect(page.locator("#history-rows tbody tr")).to_have_count(1)
     assert await focus_ring() != "none"
