@@ -163,8 +163,9 @@ async def test_a_deleted_users_key_is_refused_on_both_replicas(instance):
         engine = sa.create_engine(sync_url(instance.database_url))
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text("DELETE FROM predictions WHERE user_id = :id"), {"id": user.id})
-                conn.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": user.id})
+                for table, column in (("predictions", "user_id"), ("users", "id")):
+                    conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} = :id"),
+                                 {"id": user.id})
         finally:
             engine.dispose()
         await asyncio.sleep(REVOCATION_BOUND_S)
@@ -175,7 +176,8 @@ async def test_a_deleted_users_key_is_refused_on_both_replicas(instance):
 
 async def test_another_users_key_is_404(instance):
     async with instance.client() as client:
-        owner, other = await signup_and_login(client, "owner"), await signup_and_login(client, "other")
+        owner = await signup_and_login(client, "owner")
+        other = await signup_and_login(client, "other")
         created = await client.post("/auth/keys", json={"name": "mine"}, headers=owner.headers)
         key_id = created.json()["id"]
         theirs = await client.delete(f"/auth/keys/{key_id}", headers=other.headers)
