@@ -14,11 +14,11 @@ function resultsTable(results) {
     id: "batch-table",
     caption: "Batch results",
     head: [
-      el("th", { scope: "col", className: "num" }, "#"),
-      el("th", { scope: "col" }, "Text"),
-      el("th", { scope: "col" }, "Label"),
-      el("th", { scope: "col", className: "num" }, "Confidence"),
-      labels.map((label) => el("th", { scope: "col", className: "num" }, label)),
+      { label: "#", className: "num" },
+      "Text",
+      "Label",
+      { label: "Confidence", className: "num" },
+      labels.map((label) => ({ label, className: "num" })),
     ],
     rows: results.map((r, i) =>
       el(

@@ -20,8 +20,13 @@ export function el(tag, props = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
-/** A scrollable data table: `head` is its header cells, `rows` its <tr> elements. */
+/** A scrollable data table: `head` names its columns (a label, or { label, className }),
+ * `rows` are its <tr> elements. */
 export function dataTable({ id, caption, head, rows }) {
+  const headers = head.flat().map((column) => {
+    const { label, className } = typeof column === "object" && !(column instanceof Node) ? column : { label: column };
+    return el("th", { scope: "col", className }, label);
+  });
   return el(
     "div",
     { className: "table-wrap" },
@@ -29,7 +34,7 @@ export function dataTable({ id, caption, head, rows }) {
       "table",
       { className: "table", id },
       el("caption", { className: "visually-hidden" }, caption),
-      el("thead", {}, el("tr", {}, head)),
+      el("thead", {}, el("tr", {}, headers)),
       el("tbody", {}, rows),
     ),
   );

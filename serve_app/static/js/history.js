@@ -9,13 +9,7 @@ function historyTable(rows) {
   return dataTable({
     id: "history-rows",
     caption: "Your predictions, newest first",
-    head: [
-      el("th", { scope: "col" }, "When"),
-      el("th", { scope: "col" }, "Text"),
-      el("th", { scope: "col" }, "Label"),
-      el("th", { scope: "col", className: "num" }, "Confidence"),
-      el("th", { scope: "col" }, "Model"),
-    ],
+    head: ["When", "Text", "Label", { label: "Confidence", className: "num" }, "Model"],
     rows: rows.map((row) =>
       el(
         "tr",

@@ -9,13 +9,7 @@ function keysTable(keys, onRevoke) {
   return dataTable({
     id: "keys-rows",
     caption: "Your API keys, oldest first",
-    head: [
-      el("th", { scope: "col" }, "Name"),
-      el("th", { scope: "col" }, "Key starts with"),
-      el("th", { scope: "col" }, "Created"),
-      el("th", { scope: "col" }, "Last used"),
-      el("th", { scope: "col" }, el("span", { className: "visually-hidden" }, "Actions")),
-    ],
+    head: ["Name", "Key starts with", "Created", "Last used", el("span", { className: "visually-hidden" }, "Actions")],
     rows: keys.map((key) =>
       el(
         "tr",
