@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from serve_app import auth, routes
+from serve_app import api_key_routes, auth, routes
+from serve_app.api_keys import ApiKeyVerifier, derive_hash_key
 from serve_app.body_limit import BodySizeLimitMiddleware
 from serve_app.db import (
     PredictionLog,
@@ -84,13 +85,17 @@ async def start_services(classify: Classify, settings: Settings, *,
     )
     tokens = TokenCodec(secret_key=secret_key, algorithm=settings.algorithm,
                         expire_minutes=settings.access_token_expire_minutes)
+    api_keys = ApiKeyVerifier(sessions, hash_key=derive_hash_key(secret_key),
+                              cache_ttl_s=settings.api_key_cache_seconds)
     return Services(settings=settings, classify=classify, engine=engine, sessions=sessions,
-                    prediction_log=prediction_log, tokens=tokens, rate_limits=rate_limits)
+                    prediction_log=prediction_log, tokens=tokens, api_keys=api_keys,
+                    rate_limits=rate_limits)
 
 
 async def stop_services(services: Services) -> None:
     if services.prediction_log is not None:
         await services.prediction_log.close()  # write what is queued before letting go
+    await services.api_keys.close()
     await services.rate_limits.backend.close()
     await services.engine.dispose()
 
@@ -114,7 +119,9 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
         title="sentiment-serve",
         version="0.1.0",
         description="Sentiment analysis with a logged history per user. Log in at "
-                    "`POST /auth/token`, then send `Authorization: Bearer <token>`.",
+                    "`POST /auth/token`, then send `Authorization: Bearer <token>`. Machine "
+                    "clients use an API key (`POST /auth/keys`) as `Authorization: Bearer "
+                    "<key>` or `X-API-Key: <key>`.",
         lifespan=lifespan,
         # FastAPI's own spans take their parent from the traceparent header, which would cut
         # Ray Serve's replica span out of the trace; TraceMiddleware makes the request span.
@@ -130,6 +137,7 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
     install_log_trace_ids()
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     app.include_router(auth.router)
+    app.include_router(api_key_routes.router)
     app.include_router(routes.build_router(settings))
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")

@@ -1,13 +1,19 @@
-"""Sign-up, log-in (OAuth2 password flow) and the current-user dependency."""
+"""Sign-up, log-in (OAuth2 password flow) and the current-user dependency.
+
+A request is authenticated by a login token or an API key: either as
+``Authorization: Bearer <token or key>``, or a key as ``X-API-Key: <key>``. Both schemes
+appear in the OpenAPI schema, so ``/docs`` can try either.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from sqlalchemy import exc, select
 
+from serve_app.api_keys import looks_like_api_key
 from serve_app.deps import ServicesDep, SessionDep
 from serve_app.models import User
 from serve_app.ratelimit import retry_after_header
@@ -23,12 +29,16 @@ from serve_app.tracing import traced
 
 NOT_AUTHENTICATED = "Not authenticated."
 INVALID_TOKEN = "Invalid or expired token."
+TWO_CREDENTIALS = "Send one credential: Authorization or X-API-Key, not both."
 BAD_CREDENTIALS = "Incorrect username or password."
 USERNAME_TAKEN = "This username is already taken."
 TOO_MANY_LOGIN_FAILURES = "Too many failed logins. Retry later."
 BEARER = {"WWW-Authenticate": "Bearer"}
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False,
+                                     description="A login token, or an API key as a bearer token")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="An API key (create one at POST /auth/keys)")
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -36,20 +46,32 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 @traced("authenticate")
-async def current_user(services: ServicesDep,
-                       token: Annotated[str | None, Depends(oauth2_scheme)]) -> TokenUser:
-    """The token's user, from the signed token alone (no database round trip)."""
-    if not token:
-        raise unauthorized(NOT_AUTHENTICATED)
+async def current_user(request: Request, services: ServicesDep,
+                       bearer: Annotated[str | None, Depends(oauth2_scheme)],
+                       api_key: Annotated[str | None, Depends(api_key_scheme)]) -> TokenUser:
+    """The user of the login token (from the signed token alone) or of the API key (from the
+    replica's short-lived cache of key checks)."""
+    key_sent = api_key_scheme.model.name in request.headers  # even empty, which reads as None
+    if bearer and key_sent:
+        # Refused rather than picking one: an invalid credential never rides on a valid one.
+        raise unauthorized(TWO_CREDENTIALS)
+    credential = api_key if key_sent else bearer
+    if not credential:
+        raise unauthorized(INVALID_TOKEN if key_sent else NOT_AUTHENTICATED)
     try:
-        return services.tokens.decode(token)
+        if looks_like_api_key(credential):
+            return await services.api_keys.verify(credential)
+        if not bearer:  # X-API-Key carries keys only
+            raise InvalidTokenError("not an API key")
+        return services.tokens.decode(credential)
     except InvalidTokenError:
         raise unauthorized(INVALID_TOKEN) from None
 
 
 CurrentUser = Annotated[TokenUser, Depends(current_user)]
 
-AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"}}
+AUTH_ERRORS = {401: {"model": ErrorResponse,
+                      "description": "Missing, invalid or expired token or API key"}}
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

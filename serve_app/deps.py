@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from serve_app.api_keys import ApiKeyVerifier
 from serve_app.db import PredictionLog
 from serve_app.ratelimit import RateLimits
 from serve_app.security import TokenCodec
@@ -43,6 +44,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     prediction_log: PredictionLog | None
     tokens: TokenCodec
+    api_keys: ApiKeyVerifier
     rate_limits: RateLimits
     model: ModelInfo = field(default_factory=ModelInfo)
 

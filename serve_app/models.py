@@ -1,4 +1,4 @@
-"""Database tables: users and the prediction log."""
+"""Database tables: users, their API keys and the prediction log."""
 
 from __future__ import annotations
 
@@ -53,3 +53,18 @@ class Prediction(Base):
     model_version: Mapped[str] = mapped_column(String(128))
     latency_ms: Mapped[float] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class ApiKey(Base):
+    """A long-lived credential for machine clients; only a keyed hash of its secret is kept."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))  # hex HMAC-SHA256 of the secret
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)

@@ -75,6 +75,38 @@ class Token(BaseModel):
     token_type: Literal["bearer"] = "bearer"
 
 
+API_KEY_NAME_MAX = 64
+
+
+class ApiKeyCreate(BaseModel):
+    # The pattern (unanchored, as in JSON Schema) asks for one visible character.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=API_KEY_NAME_MAX,
+                                           pattern=r"\S"),
+                    AfterValidator(_encodable)] = Field(
+        description=f"1-{API_KEY_NAME_MAX} characters, to tell keys apart",
+        examples=["nightly job"])
+
+
+class ApiKeyPublic(BaseModel):
+    """A key as listed: never the key itself."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    prefix: str = Field(description="the key's first characters, to recognise it")
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None = Field(description="to the minute; null if never used")
+
+
+class ApiKeyCreated(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    key: str = Field(description="the key itself: shown this once, store it now")
+    created_at: UtcDatetime
+
+
 class PredictionOut(BaseModel):
     """One prediction as answered by /predict and /predict/batch."""
 

@@ -1,4 +1,6 @@
-"""Password hashing (argon2 through passlib) and access tokens (JWT through python-jose)."""
+"""Password hashing (argon2 through passlib) and access tokens (JWT through python-jose).
+
+API keys, which are checked on every request, use a fast keyed hash instead: `api_keys.py`."""
 
 from __future__ import annotations
 
@@ -107,10 +109,12 @@ class InvalidTokenError(Exception):
 
 @dataclass(frozen=True)
 class TokenUser:
-    """The user a valid token speaks for; taken from the token alone, without the database."""
+    """The user a valid token (or API key) speaks for; a token's is taken from the token alone,
+    without the database. ``api_key_id`` is set when an API key, not a log-in, vouched."""
 
     id: int
     username: str
+    api_key_id: int | None = None
 
 
 class TokenCodec:

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         description="development without SECRET_KEY: key shared by the local replicas")
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_expire_minutes: int = Field(30, ge=1)
+    api_key_cache_seconds: float = Field(
+        2.0, gt=0, le=5, description="a replica trusts a key check this long: a revoked key "
+                                     "works at most this long")
+    max_api_keys_per_user: int = Field(20, ge=1)
 
     # Request limits
     max_text_chars: int = Field(5000, ge=1)

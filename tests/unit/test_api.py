@@ -183,7 +183,8 @@ async def test_openapi_documents_every_route_and_its_auth(client):
     schema = (await client.get("/openapi.json")).json()
     for path, method in [("/", "get"), ("/predict", "post"), ("/predict/batch", "post"),
                          ("/data", "get")]:
-        assert schema["paths"][path][method]["security"] == [{"OAuth2PasswordBearer": []}]
+        assert schema["paths"][path][method]["security"] == [{"OAuth2PasswordBearer": []},
+                                                             {"APIKeyHeader": []}]
     for path in ["/auth/", "/auth/token", "/health", "/info"]:
         assert path in schema["paths"]
     assert (await client.get("/docs")).status_code == 200

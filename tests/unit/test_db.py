@@ -205,6 +205,29 @@ async def test_database_outage_gives_503_then_recovers_without_restart(
         assert texts == ["after", "before"]  # nothing answered 503 was reported as logged
 
 
+@pytest.mark.mysql
+@pytest.mark.parametrize("database_url", ["mysql"], indirect=True)
+async def test_an_api_key_that_cannot_be_checked_in_an_outage_is_503_never_a_pass(
+        proxied_database_url, client_with, register):
+    proxy, url = proxied_database_url
+    async with client_with(database_url=url, db_connect_timeout_seconds=2,
+                           api_key_cache_seconds=0.2) as api:
+        someone = await register(api)
+        created = await api.post("/auth/keys", headers=someone.headers, json={"name": "k"})
+        key = {"X-API-Key": created.json()["key"]}
+        assert (await api.get("/", headers=key)).status_code == 200
+
+        await proxy.cut()
+        await asyncio.sleep(0.3)  # the replica's cached check has expired
+        response = await api.post("/predict", headers=key, json={"text": "during"})
+        assert response.status_code == 503, response.text
+        assert "database" in response.json()["detail"].lower()
+
+        await proxy.restore()
+        after = await api.post("/predict", headers=key, json={"text": "after"})
+        assert after.status_code == 200, after.text
+
+
 async def test_rows_of_a_deleted_user_are_refused_with_401(client, user):
     async with client.app.state.services.sessions() as session:
         await session.execute(delete(User).where(User.id == user.id))

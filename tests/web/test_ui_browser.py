@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import re
 import uuid
 
+import httpx
 import pytest
 from playwright.async_api import expect
 
@@ -270,6 +272,8 @@ async def test_the_whole_flow_works_from_the_keyboard_with_visible_focus(page, s
 
     await page.get_by_role("tab", name="Classify").focus()
     await page.keyboard.press("End")
+    await expect(page.get_by_role("tab", name="API keys")).to_be_focused()
+    await page.keyboard.press("ArrowLeft")
     await expect(page.get_by_role("tab", name="History")).to_be_focused()
     await expect(page.locator("#history-rows tbody tr")).to_have_count(1)
     assert await focus_ring() != "none"
@@ -306,3 +310,72 @@ async def test_status_strip_shows_an_unhealthy_service(page, screenshots, ui_url
     await expect(health).to_have_attribute("data-state", "unhealthy")
     await expect(health).to_have_text("Service unavailable: model no answer within 5s")
     await screenshots.take("unhealthy")
+
+
+async def test_a_user_creates_copies_lists_and_revokes_an_api_key(
+        page, screenshots, ui_url, service_url):
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=service_url)
+    await signed_in_user(page, ui_url)
+    await page.get_by_role("tab", name="API keys").click()
+    table = page.locator("#keys-table")
+    await expect(table).to_contain_text("No API keys yet")
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.locator("#key-error")).to_have_text("Give the key a name.")
+
+    await page.get_by_label("Key name").fill("nightly import")
+    await page.get_by_role("button", name="Create key").click()
+    created = page.locator("#key-created")
+    await expect(created).to_be_visible()
+    await expect(created).to_contain_text("it is shown only this once")
+    key = await page.locator("#key-value").inner_text()
+    assert re.fullmatch(r"ssk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", key), key
+    await page.get_by_role("button", name="Copy", exact=True).click()
+    await expect(page.locator("#key-copy-status")).to_have_text("Copied to the clipboard.")
+    assert await page.evaluate("navigator.clipboard.readText()") == key
+    rows = page.locator("#keys-rows tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.locator(".key-name")).to_have_text("nightly import")
+    await expect(rows.locator(".key-last-used")).to_have_text("Never")
+    assert key[17:] not in await table.inner_text(), "the list never shows the secret"
+    await screenshots.take("key-created")
+
+    # The key shown is a working credential.
+    async with httpx.AsyncClient(base_url=service_url, timeout=60) as client:
+        used = await client.post("/predict", headers={"X-API-Key": key}, json={"text": "works"})
+        assert used.status_code == 200, used.text
+    await page.get_by_role("button", name="I have stored it").click()
+    await expect(created).to_be_hidden()
+    assert key[17:] not in await page.content(), "once dismissed, the key is gone from the page"
+    await page.get_by_role("tab", name="History").click()
+    await page.get_by_role("tab", name="API keys").click()
+    await expect(rows.locator(".key-last-used")).not_to_have_text("Never")
+
+    # Revoking asks once more; Cancel keeps the key.
+    revoke = page.get_by_role("button", name="Revoke key “nightly import”")
+    await revoke.click()
+    await page.get_by_role("button", name="Cancel").click()
+    await expect(revoke).to_be_focused()
+    await revoke.click()
+    await screenshots.take("key-revoke-confirm")
+    await page.get_by_role("button", name="Confirm revoke").click()
+    await expect(table).to_contain_text("No API keys yet")
+    await expect(page.locator("#announce")).to_have_text("Key “nightly import” revoked.")
+    async with httpx.AsyncClient(base_url=service_url, timeout=60) as client:
+        for _ in range(50):
+            refused = await client.get("/", headers={"X-API-Key": key})
+            if refused.status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+        assert refused.status_code == 401
+
+        # Past the limit of live keys the page says why.
+        token = {"Authorization": f"Bearer {await stored_token(page)}"}
+        for i in range(20):
+            made = await client.post("/auth/keys", headers=token, json={"name": f"k{i}"})
+            assert made.status_code == 201, made.text
+    await page.get_by_label("Key name").fill("one too many")
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.locator("#key-error")).to_have_text(
+        "Too many API keys: revoke one before creating another.")
+    await expect(created).to_be_hidden()
+    await screenshots.take("key-limit")

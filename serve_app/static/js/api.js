@@ -172,4 +172,7 @@ export const api = {
   predictBatch: (texts) => request("/predict/batch", { method: "POST", json: { texts } }),
   history: (limit, offset) => request("/data", { params: { limit, offset } }),
   info: () => request("/info", { auth: false }),
+  createKey: (name) => request("/auth/keys", { method: "POST", json: { name } }),
+  listKeys: () => request("/auth/keys"),
+  revokeKey: (id) => request(`/auth/keys/${encodeURIComponent(id)}`, { method: "DELETE" }),
 };

@@ -1,7 +1,7 @@
 // Batch mode: one text per line -> POST /predict/batch -> table, downloadable as CSV.
 import { api } from "./api.js";
 import { resultsToCsv, download } from "./csv.js";
-import { $, announce, el, labelBadge, percent, showAlert, whileBusy } from "./dom.js";
+import { $, announce, dataTable, el, labelBadge, percent, showAlert, whileBusy } from "./dom.js";
 
 /** Non-blank lines, in order; each is one text. */
 export function splitLines(value) {
@@ -10,43 +10,28 @@ export function splitLines(value) {
 
 function resultsTable(results) {
   const labels = [...new Set(results.flatMap((r) => Object.keys(r.scores || {})))];
-  return el(
-    "div",
-    { className: "table-wrap" },
-    el(
-      "table",
-      { className: "table", id: "batch-table" },
-      el("caption", { className: "visually-hidden" }, "Batch results"),
+  return dataTable({
+    id: "batch-table",
+    caption: "Batch results",
+    head: [
+      { label: "#", className: "num" },
+      "Text",
+      "Label",
+      { label: "Confidence", className: "num" },
+      labels.map((label) => ({ label, className: "num" })),
+    ],
+    rows: results.map((r, i) =>
       el(
-        "thead",
+        "tr",
         {},
-        el(
-          "tr",
-          {},
-          el("th", { scope: "col", className: "num" }, "#"),
-          el("th", { scope: "col" }, "Text"),
-          el("th", { scope: "col" }, "Label"),
-          el("th", { scope: "col", className: "num" }, "Confidence"),
-          labels.map((label) => el("th", { scope: "col", className: "num" }, label)),
-        ),
-      ),
-      el(
-        "tbody",
-        {},
-        results.map((r, i) =>
-          el(
-            "tr",
-            {},
-            el("td", { className: "num muted" }, i + 1),
-            el("td", { className: "cell-text" }, r.text),
-            el("td", {}, labelBadge(r.label)),
-            el("td", { className: "num" }, percent(r.score)),
-            labels.map((label) => el("td", { className: "num muted" }, percent(r.scores[label] ?? 0))),
-          ),
-        ),
+        el("td", { className: "num muted" }, i + 1),
+        el("td", { className: "cell-text" }, r.text),
+        el("td", {}, labelBadge(r.label)),
+        el("td", { className: "num" }, percent(r.score)),
+        labels.map((label) => el("td", { className: "num muted" }, percent(r.scores[label] ?? 0))),
       ),
     ),
-  );
+  });
 }
 
 function labelCounts(results) {

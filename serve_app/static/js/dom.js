@@ -20,6 +20,26 @@ export function el(tag, props = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** A scrollable data table: `head` names its columns (a label, or { label, className }),
+ * `rows` are its <tr> elements. */
+export function dataTable({ id, caption, head, rows }) {
+  const headers = head.flat().map((column) => {
+    const { label, className } = typeof column === "object" && !(column instanceof Node) ? column : { label: column };
+    return el("th", { scope: "col", className }, label);
+  });
+  return el(
+    "div",
+    { className: "table-wrap" },
+    el(
+      "table",
+      { className: "table", id },
+      el("caption", { className: "visually-hidden" }, caption),
+      el("thead", {}, el("tr", {}, headers)),
+      el("tbody", {}, rows),
+    ),
+  );
+}
+
 export function percent(value, digits = 1) {
   return `${(value * 100).toFixed(digits)}%`;
 }

@@ -1,48 +1,27 @@
 // History: the signed-in user's predictions from GET /data, newest first, page by page.
 import { api } from "./api.js";
-import { $, announce, el, formatDate, labelBadge, percent, showAlert } from "./dom.js";
+import { $, announce, dataTable, el, formatDate, labelBadge, percent, showAlert } from "./dom.js";
 
 function historyTable(rows) {
   if (rows.length === 0) {
     return el("p", { className: "empty" }, "No predictions yet. Classify some text and it will appear here.");
   }
-  return el(
-    "div",
-    { className: "table-wrap" },
-    el(
-      "table",
-      { className: "table", id: "history-rows" },
-      el("caption", { className: "visually-hidden" }, "Your predictions, newest first"),
+  return dataTable({
+    id: "history-rows",
+    caption: "Your predictions, newest first",
+    head: ["When", "Text", "Label", { label: "Confidence", className: "num" }, "Model"],
+    rows: rows.map((row) =>
       el(
-        "thead",
+        "tr",
         {},
-        el(
-          "tr",
-          {},
-          el("th", { scope: "col" }, "When"),
-          el("th", { scope: "col" }, "Text"),
-          el("th", { scope: "col" }, "Label"),
-          el("th", { scope: "col", className: "num" }, "Confidence"),
-          el("th", { scope: "col" }, "Model"),
-        ),
-      ),
-      el(
-        "tbody",
-        {},
-        rows.map((row) =>
-          el(
-            "tr",
-            {},
-            el("td", { className: "nowrap muted" }, formatDate(row.created_at)),
-            el("td", { className: "cell-text" }, row.text),
-            el("td", {}, labelBadge(row.label)),
-            el("td", { className: "num" }, percent(row.score)),
-            el("td", { className: "muted mono" }, row.model_version),
-          ),
-        ),
+        el("td", { className: "nowrap muted" }, formatDate(row.created_at)),
+        el("td", { className: "cell-text" }, row.text),
+        el("td", {}, labelBadge(row.label)),
+        el("td", { className: "num" }, percent(row.score)),
+        el("td", { className: "muted mono" }, row.model_version),
       ),
     ),
-  );
+  });
 }
 
 export function setupHistory() {

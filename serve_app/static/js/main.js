@@ -6,6 +6,7 @@ import { setupClassify } from "./classify.js";
 import { $ } from "./dom.js";
 import { startHealthPolling } from "./health.js";
 import { setupHistory } from "./history.js";
+import { setupKeys } from "./keys.js";
 import { setupTabs } from "./tabs.js";
 
 const notice = $("#notice");
@@ -20,8 +21,10 @@ function notify(message, tone = "info") {
 const classify = setupClassify();
 const batch = setupBatch();
 const history = setupHistory();
+const keys = setupKeys();
 const selectTool = setupTabs($(".tabs"), (tabId) => {
   if (tabId === "tab-history") history.show();
+  if (tabId === "tab-keys") keys.show();
 });
 const auth = setupAuth({ onSignedIn: enterWorkspace, notify });
 
@@ -31,6 +34,7 @@ function showSignedOut(message, tone = "info") {
   classify.reset();
   batch.reset();
   history.reset();
+  keys.reset();
   $("#app-view").hidden = true;
   $("#user-menu").hidden = true;
   $("#auth-view").hidden = false;
