@@ -1,13 +1,16 @@
 // Single-text classification: submit, then label, score and the per-label bar chart.
 import { api } from "./api.js";
-import { $, announce, el, formatDate, labelBadge, percent, probabilityChart, showAlert, whileBusy } from "./dom.js";
+import {
+  $, announce, el, formatDate, labelBadge, percent, probabilityChart, showAlert, whileBusy, windowsTag,
+} from "./dom.js";
 
 function renderResult(container, result) {
   container.replaceChildren(
     el(
       "div",
       { className: "result__head" },
-      el("div", {}, el("p", { className: "result__kicker" }, "Sentiment"), labelBadge(result.label)),
+      el("div", {}, el("p", { className: "result__kicker" }, "Sentiment"), labelBadge(result.label), " ",
+        windowsTag(result.windows)),
       el(
         "div",
         { className: "result__score" },

@@ -90,3 +90,11 @@ export function probabilityChart(scores, { caption = "Probability per label" } =
     ),
   );
 }
+
+/** "3 windows" beside a result whose text was longer than the model reads at once; else nothing. */
+export function windowsTag(windows) {
+  if (!(windows > 1)) return null;
+  return el("span", { className: "tag", dataset: { windows },
+    title: "Longer than the model reads at once: classified over overlapping windows, combined" },
+  `${windows} windows`);
+}
