@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from serve_app import auth, routes
+from serve_app import auth, history_routes, routes
 from serve_app.body_limit import BodySizeLimitMiddleware
 from serve_app.db import (
     PredictionLog,
@@ -125,6 +125,7 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     app.include_router(auth.router)
     app.include_router(routes.build_router(settings))
+    app.include_router(history_routes.router)
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app

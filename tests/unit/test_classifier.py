@@ -35,7 +35,7 @@ VARIED_TEXTS = [
     "ok",
     "",
     "Not bad at all, though the ending dragged a little.",
-    "The service was slow. " * 60,  # far beyond max_length: truncated
+    "The service was slow. " * 60,  # far beyond max_length: several windows
     "Great!!!",
     "I can't say I enjoyed it, but I can't say I hated it either, honestly.",
 ]
@@ -159,7 +159,7 @@ def tiny_hf_dir(tmp_path) -> Path:
 def test_hugging_face_directory_loads_and_returns_its_own_labels(tiny_hf_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    loaded = SentimentClassifier.load(tiny_hf_dir, device="cpu")
+    loaded = SentimentClassifier.load(tiny_hf_dir, device="cpu", long_text="truncate")
     assert loaded.labels == ["sad", "meh", "glad"]
     assert re.fullmatch(r"tiny-bert-sentiment@[0-9a-f]{8}", loaded.model_version)
     predictions = loaded.predict(VARIED_TEXTS)
