@@ -1,5 +1,5 @@
 // What the Batch tab shows: the progress of a run and its results, a page at a time.
-import { el, labelBadge, percent, windowsTag } from "./dom.js";
+import { el, labelBadge, percent, textCell, windowsTag } from "./dom.js";
 
 export const PAGE_SIZE = 50;
 const number = (n) => n.toLocaleString();
@@ -30,7 +30,7 @@ function resultRow(r, labels) {
     "tr",
     {},
     el("td", { className: "num muted cell-line" }, r.line),
-    el("td", { className: "cell-text" }, r.text),
+    textCell(r.text),
     el("td", { className: "cell-label" }, labelBadge(r.label), windowsTag(r.windows)),
     el("td", { className: "num cell-score" }, percent(r.score)),
     labels.map((label) => el("td", { className: "num muted cell-p", dataset: { col: label } },

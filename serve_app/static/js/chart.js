@@ -79,11 +79,13 @@ export function labelMixChart({ buckets, labels, bucket, caption }) {
   const y = (value) => PAD.top + plotHeight - (value / top) * plotHeight;
   const colour = (label) => LABEL_COLOURS[label] || PALETTE[labels.indexOf(label) % PALETTE.length];
 
-  const axis = [0, top / 2, top].map((tick) =>
+  // Counts are whole: a middle line only where it falls on a whole number.
+  const ticks = Number.isInteger(top / 2) ? [0, top / 2, top] : [0, top];
+  const axis = ticks.map((tick) =>
     svg("g", { class: "mix__tick" },
       svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(tick), y2: y(tick) }),
       svg("text", { x: PAD.left - 6, y: y(tick) + 4, "text-anchor": "end" },
-        Number.isInteger(tick) ? tick.toLocaleString() : tick.toFixed(1))));
+        tick.toLocaleString())));
   const every = Math.ceil(buckets.length / MAX_TICK_LABELS);
   const bars = buckets.map(({ start, counts }, i) => {
     const x = PAD.left + i * slot + (slot - barWidth) / 2;

@@ -29,7 +29,8 @@ function renderResult(container, result) {
   );
   container.dataset.label = result.label;
   container.hidden = false;
-  announce(`Result: ${result.label}, ${percent(result.score)} confidence.`);
+  const windows = result.windows > 1 ? `, read in ${result.windows} windows` : "";
+  announce(`Result: ${result.label}, ${percent(result.score)} confidence${windows}.`);
 }
 
 export function setupClassify() {

@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { bucketWindow, fillBuckets, labelMixChart } from "./chart.js";
 import { download } from "./csv.js";
-import { $, announce, el, formatDate, labelBadge, percent, showAlert, windowsTag } from "./dom.js";
+import { $, announce, el, formatDate, labelBadge, percent, showAlert, textCell, windowsTag } from "./dom.js";
 
 const PERIODS = {
   "24h": { bucket: "hour", count: 24, caption: "Label mix, last 24 hours by hour" },
@@ -47,7 +47,7 @@ function historyTable(rows, filtered) {
             "tr",
             { dataset: { id: row.id } },
             el("td", { className: "nowrap muted cell-when" }, formatDate(row.created_at)),
-            el("td", { className: "cell-text" }, row.text),
+            textCell(row.text),
             el("td", { className: "cell-label" }, labelBadge(row.label), windowsTag(row.windows)),
             el("td", { className: "num cell-score" }, percent(row.score)),
             el("td", { className: "muted mono cell-model" }, row.model_version),
