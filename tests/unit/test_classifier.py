@@ -141,21 +141,6 @@ def test_missing_encoder_file_is_refused_naming_the_file(tmp_path):
         SentimentClassifier.load(_layers_copy_with_encoder(tmp_path, encoder))
 
 
-@pytest.fixture
-def tiny_hf_dir(tmp_path) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=37,
-                        num_labels=3, id2label={0: "sad", 1: "meh", 2: "glad"},
-                        label2id={"sad": 0, "meh": 1, "glad": 2})
-    model_dir = tmp_path / "tiny-bert-sentiment"
-    BertForSequenceClassification(config).save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(encoder_layers.packaged_encoder_dir()).save_pretrained(model_dir)
-    return model_dir
-
-
 def test_hugging_face_directory_loads_and_returns_its_own_labels(tiny_hf_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
