@@ -258,3 +258,29 @@ async def test_ctrl_enter_classifies_the_batch(page, screenshots, ui_url):
     await expect(rows.locator(".pill")).to_have_text(["positive", "negative"])
     assert await box.input_value() != "", "the key classified; it typed no line break away"
     await screenshots.take("ctrl-enter")
+
+
+async def test_the_csv_reader_handles_the_shapes_spreadsheets_write(page, ui_url):
+    """The page's own CSV module, run in Chromium: delimiters, line ends, quotes, headers."""
+    await page.goto(ui_url)
+    read = await page.evaluate("""async () => {
+        const { readCsv, csvTexts } = await import('./js/textfile.js');
+        const texts = (content) => { const t = readCsv(content); return { ...csvTexts(t, t), header: t.hasHeader }; };
+        return {
+            semicolons: texts('id;comment\\r1;"Good; very good"\\r2;Bad\\r'),
+            tabs: texts('text\\tscore\\nFine, thanks\\t3\\n'),
+            noHeader: texts('Loved it and would buy again.\\nHated it.\\n'),
+            numbered: texts('1,Loved it\\n2,Hated it\\n'),
+            unterminated: texts('review\\n"It never ends, does it\\nno'),
+            trailingDelimiter: texts('review,\\nGreat value,\\n'),
+        };
+    }""")
+    assert read["semicolons"] == {"texts": ["Good; very good", "Bad"], "lines": [2, 3],
+                                  "skipped": 0, "header": True}
+    assert read["tabs"]["texts"] == ["Fine, thanks"] and read["tabs"]["header"]
+    assert read["noHeader"]["header"] is False, "a sentence is no column name"
+    assert read["noHeader"]["texts"] == ["Loved it and would buy again.", "Hated it."]
+    assert read["numbered"] == {"texts": ["Loved it", "Hated it"], "lines": [1, 2],
+                                "skipped": 0, "header": False}
+    assert read["unterminated"]["texts"] == ["It never ends, does it\nno"]
+    assert read["trailingDelimiter"]["texts"] == ["Great value"]

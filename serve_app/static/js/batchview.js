@@ -1,5 +1,5 @@
 // What the Batch tab shows: the progress of a run and its results, a page at a time.
-import { el, labelBadge, percent, textCell, windowsTag } from "./dom.js";
+import { cardTable, el, labelBadge, percent, textCell, windowsTag } from "./dom.js";
 
 export const PAGE_SIZE = 50;
 const number = (n) => n.toLocaleString();
@@ -40,29 +40,12 @@ function resultRow(r, labels) {
 
 /** One page of results; rows are cards on narrow screens. */
 export function resultsTable(rows, labels) {
-  return el(
-    "div",
-    { className: "table-wrap" },
-    el(
-      "table",
-      { className: "table table--cards", id: "batch-table" },
-      el("caption", { className: "visually-hidden" }, "Batch results"),
-      el(
-        "thead",
-        {},
-        el(
-          "tr",
-          {},
-          el("th", { scope: "col", className: "num" }, "Line"),
-          el("th", { scope: "col" }, "Text"),
-          el("th", { scope: "col" }, "Label"),
-          el("th", { scope: "col", className: "num" }, "Confidence"),
-          labels.map((label) => el("th", { scope: "col", className: "num" }, label)),
-        ),
-      ),
-      el("tbody", {}, rows.map((r) => resultRow(r, labels))),
-    ),
-  );
+  return cardTable({
+    id: "batch-table",
+    caption: "Batch results",
+    columns: [["Line", true], ["Text"], ["Label"], ["Confidence", true], ...labels.map((label) => [label, true])],
+    rows: rows.map((r) => resultRow(r, labels)),
+  });
 }
 
 export function labelCounts(results) {

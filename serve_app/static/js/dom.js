@@ -91,6 +91,25 @@ export function probabilityChart(scores, { caption = "Probability per label" } =
   );
 }
 
+/**
+ * A results table that turns into cards on narrow screens. `columns`: [heading, numeric?];
+ * `rows`: the <tr> elements.
+ */
+export function cardTable({ id, caption, columns, rows }) {
+  return el(
+    "div",
+    { className: "table-wrap" },
+    el(
+      "table",
+      { className: "table table--cards", id },
+      el("caption", { className: "visually-hidden" }, caption),
+      el("thead", {}, el("tr", {}, columns.map(([heading, numeric]) =>
+        el("th", { scope: "col", className: numeric ? "num" : null }, heading)))),
+      el("tbody", {}, rows),
+    ),
+  );
+}
+
 /** "3 windows" beside a result whose text was longer than the model reads at once; else nothing. */
 export function windowsTag(windows) {
   if (!(windows > 1)) return null;

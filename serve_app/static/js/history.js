@@ -3,7 +3,9 @@
 import { api } from "./api.js";
 import { bucketWindow, fillBuckets, labelMixChart } from "./chart.js";
 import { download } from "./csv.js";
-import { $, announce, el, formatDate, labelBadge, percent, showAlert, textCell, windowsTag } from "./dom.js";
+import {
+  $, announce, cardTable, el, formatDate, labelBadge, percent, showAlert, textCell, windowsTag,
+} from "./dom.js";
 
 const PERIODS = {
   "24h": { bucket: "hour", count: 24, caption: "Label mix, last 24 hours by hour" },
@@ -19,43 +21,21 @@ function historyTable(rows, filtered) {
       ? "No predictions match these filters."
       : "No predictions yet. Classify some text and it will appear here.");
   }
-  return el(
-    "div",
-    { className: "table-wrap" },
-    el(
-      "table",
-      { className: "table table--cards", id: "history-rows" },
-      el("caption", { className: "visually-hidden" }, "Your predictions, newest first"),
+  return cardTable({
+    id: "history-rows",
+    caption: "Your predictions, newest first",
+    columns: [["When"], ["Text"], ["Label"], ["Confidence", true], ["Model"]],
+    rows: rows.map((row) =>
       el(
-        "thead",
-        {},
-        el(
-          "tr",
-          {},
-          el("th", { scope: "col" }, "When"),
-          el("th", { scope: "col" }, "Text"),
-          el("th", { scope: "col" }, "Label"),
-          el("th", { scope: "col", className: "num" }, "Confidence"),
-          el("th", { scope: "col" }, "Model"),
-        ),
-      ),
-      el(
-        "tbody",
-        {},
-        rows.map((row) =>
-          el(
-            "tr",
-            { dataset: { id: row.id } },
-            el("td", { className: "nowrap muted cell-when" }, formatDate(row.created_at)),
-            textCell(row.text),
-            el("td", { className: "cell-label" }, labelBadge(row.label), windowsTag(row.windows)),
-            el("td", { className: "num cell-score" }, percent(row.score)),
-            el("td", { className: "muted mono cell-model" }, row.model_version),
-          ),
-        ),
-      ),
-    ),
-  );
+        "tr",
+        { dataset: { id: row.id } },
+        el("td", { className: "nowrap muted cell-when" }, formatDate(row.created_at)),
+        textCell(row.text),
+        el("td", { className: "cell-label" }, labelBadge(row.label), windowsTag(row.windows)),
+        el("td", { className: "num cell-score" }, percent(row.score)),
+        el("td", { className: "muted mono cell-model" }, row.model_version),
+      )),
+  });
 }
 
 export function setupHistory() {

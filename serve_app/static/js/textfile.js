@@ -27,20 +27,22 @@ function median(values) {
 }
 
 /**
- * Whether the first row names the columns. It does when every cell is a short, distinct,
- * non-numeric name, and some column either has a familiar name, holds numbers below it, or
- * holds values much longer than its first cell.
+ * Whether the first row names the columns. It does when its cells are short, distinct,
+ * non-numeric names (or empty: an unnamed column), and some named column either has a familiar
+ * name, holds numbers below it, or holds values much longer than its name.
  */
 export function looksLikeHeader(rows) {
   const [first, ...rest] = rows;
   if (!first) return false;
-  const nameLike = first.every((c) => c.trim() && c.length <= 40 && !NUMBER.test(c) && !/[.!?]$/.test(c.trim()));
-  if (!nameLike || new Set(first.map((c) => c.trim().toLowerCase())).size !== first.length) return false;
-  if (first.some((c) => TEXT_COLUMNS.includes(c.trim().toLowerCase()))) return true;
+  const names = first.map((c) => c.trim().toLowerCase()).filter(Boolean);
+  const nameLike = names.length > 0
+    && names.every((c) => c.length <= 40 && !NUMBER.test(c) && !/[.!?]$/.test(c));
+  if (!nameLike || new Set(names).size !== names.length) return false;
+  if (names.some((c) => TEXT_COLUMNS.includes(c))) return true;
   const sample = rest.slice(0, 200);
   return first.some((name, col) => {
     const below = sample.map((row) => row[col] ?? "").filter((c) => c.trim() !== "");
-    if (below.length === 0) return false;
+    if (!name.trim() || below.length === 0) return false;
     if (below.every((c) => NUMBER.test(c))) return true;
     return median(below.map((c) => c.length)) >= 3 * name.length;
   });
