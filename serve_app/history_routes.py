@@ -29,6 +29,7 @@ from serve_app.schemas import (
 )
 
 SINCE_NOT_BEFORE_UNTIL = "since must be earlier than until."
+TIME_OUT_OF_RANGE = "since and until must lie between years 1 and 9999 in UTC."
 ID_MAX = 2**63 - 1
 HISTORY_ERRORS = {
     **AUTH_ERRORS,
@@ -81,7 +82,11 @@ async def summary(user: CurrentUser, session: SessionDep,
                       description="ISO 8601, exclusive; without a zone, UTC")] = None,
                   ) -> SummaryOut:
     """The current user's predictions counted per label per hour or day, oldest first."""
-    if since is not None and until is not None and as_utc(since) >= as_utc(until):
+    try:
+        since, until = (None if t is None else as_utc(t) for t in (since, until))
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before the first UTC instant
+        raise HTTPException(422, TIME_OUT_OF_RANGE) from None
+    if since is not None and until is not None and since >= until:
         raise HTTPException(422, SINCE_NOT_BEFORE_UNTIL)
     await _require_user(session, user.id)
     series = await label_counts(session, user_id=user.id, bucket=bucket, since=since, until=until)

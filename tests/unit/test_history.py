@@ -149,6 +149,7 @@ async def test_summary_since_is_inclusive_until_exclusive_and_zones_are_honoured
     ({"since": "yesterday"}, "valid datetime"),
     ({"since": "2026-03-02T00:00:00", "until": "2026-03-01T00:00:00"}, "since must be earlier"),
     ({"since": "2026-03-01T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, "since must be earlier"),
+    ({"since": "0001-01-01T00:30:00+01:00"}, "between years 1 and 9999"),
 ])
 async def test_summary_rejects_bad_parameters_with_a_clear_422(client, user, params, message):
     response = await client.get("/data/summary", headers=user.headers, params=params)
