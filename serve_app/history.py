@@ -20,8 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from serve_app.models import Prediction
 
 Bucket = Literal["hour", "day"]
-# The bucket's first instant, as text both databases format the same way (UTC).
-BUCKET_FORMATS: dict[str, str] = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
+# The bucket as text both databases produce the same way (UTC): "2026-03-01 09", "2026-03-01".
+# SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff", so a prefix is the bucket (substr is several
+# times cheaper than strftime over a million rows); MySQL formats its DATETIME.
+BUCKET_PREFIX_CHARS: dict[str, int] = {"hour": 13, "day": 10}
+BUCKET_FORMATS: dict[str, str] = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d"}
 EXPORT_COLUMNS = ("id", "created_at", "text", "label", "score", "model_version")
 # Rows per export query: memory holds one page, whatever the size of the log.
 EXPORT_PAGE_ROWS = 500
@@ -68,7 +71,7 @@ async def label_counts(session: AsyncSession, *, user_id: int, bucket: Bucket,
     ``since`` is inclusive, ``until`` exclusive."""
     created_at = Prediction.created_at
     if session.bind.dialect.name == "sqlite":
-        start = func.strftime(BUCKET_FORMATS[bucket], created_at)
+        start = func.substr(created_at, 1, BUCKET_PREFIX_CHARS[bucket])
     else:
         start = func.date_format(created_at, BUCKET_FORMATS[bucket])
     statement = select(start, Prediction.label, func.count()).where(Prediction.user_id == user_id)
