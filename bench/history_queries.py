@@ -6,7 +6,9 @@ against offset, /data/summary, and the memory of a full /data/export.
 Builds a fresh database (a temporary SQLite file, or a new database on the MariaDB at
 TEST_MYSQL_URL / 127.0.0.1:3306, dropped afterwards) at the current schema, fills it with
 ``--rows`` predictions of one user over a year plus a tenth as many of another user, and calls
-the real app in process (httpx over ASGI: no network, no model). Prints p50/p99 per request.
+the real app served by uvicorn in this process over local HTTP (no model). Prints p50/p99 per
+request, and the process's memory while the whole export streams to a client that keeps
+nothing.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+import uvicorn
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
+from deployments.local_ports import free_port
 from serve_app.app import create_app
 from serve_app.db import upgrade_to_head
 from serve_app.models import Prediction
@@ -117,10 +121,13 @@ async def measure(url: str, rows: int, samples: int) -> None:
 
     settings = Settings(database_url=url, secret_key="bench-" + "k" * 40, redis_url=None)
     app = create_app(never, settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench",
-                                     timeout=600) as client:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
             users = {}
             for name in ("alice", "bob"):
                 assert (await client.post("/auth/", json={"username": name,
@@ -162,6 +169,9 @@ async def measure(url: str, rows: int, samples: int) -> None:
             exported, seconds, before, peak = await export_memory(client, alice)
             print(f"/data/export of {exported:,} rows: {seconds:.1f} s, RSS {before:.0f} MiB "
                   f"before, at most {peak:.0f} MiB while streaming (+{peak - before:.0f} MiB)")
+    finally:
+        server.should_exit = True
+        await serving
 
 
 def main(argv: list[str] | None = None) -> int:
