@@ -183,7 +183,7 @@ export function setupBatch() {
     if (failure) {
       const { error: err, start: first } = failure;
       const message = describeFailure(err.status, err.detail, { retryAfter: err.retryAfter, lineOf: (i) => lines[first + i] });
-      showAlert(error, `Texts from line ${number(lines[first])} on were not classified. ${message}`);
+      showAlert(error, `The run stopped at line ${number(lines[first])}. ${message}`);
     }
     downloadButton.disabled = last.results.length === 0;
     if (last.results.length) render();
