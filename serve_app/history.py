@@ -53,9 +53,20 @@ class HistoryFilter:
         return statement
 
 
+def newest_first(statement: Select) -> Select:
+    """Ordered by id, newest first (the order rows were committed in), read from the index
+    ``(user_id, id)``. MariaDB, given the whole row to read, prefers a lookup on user_id alone
+    and walks every newer row to reach ``id < before_id`` (7 s deep in a million rows, against
+    10 ms for the range on both columns): the hint names the index; other databases ignore it."""
+    for dialect in ("mysql", "mariadb"):
+        statement = statement.with_hint(Prediction.__table__,
+                                        "FORCE INDEX (ix_predictions_user_id_id)", dialect)
+    return statement.order_by(Prediction.id.desc())
+
+
 def page_query(rows: HistoryFilter, *, limit: int, offset: int = 0) -> Select:
-    """A page of rows, newest first (by id: the order rows were committed in)."""
-    return rows.where(select(Prediction)).order_by(Prediction.id.desc()).limit(limit).offset(offset)
+    """A page of rows, newest first."""
+    return newest_first(rows.where(select(Prediction))).limit(limit).offset(offset)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -116,7 +127,7 @@ async def export_csv(sessions: async_sessionmaker[AsyncSession], rows: HistoryFi
     while True:
         async with sessions() as session:
             found = (await session.execute(
-                page.where(select(*columns)).order_by(Prediction.id.desc()).limit(page_rows)
+                newest_first(page.where(select(*columns))).limit(page_rows)
             )).all()
         if found:
             yield csv_text([_csv_row(row) for row in found]).encode()
