@@ -44,6 +44,8 @@ OPERATIONS = [
     ("POST", "/predict"),
     ("POST", "/predict/batch"),
     ("GET", "/data"),
+    ("GET", "/data/summary"),
+    ("GET", "/data/export"),
     ("GET", "/health"),
     ("GET", "/info"),
 ]
