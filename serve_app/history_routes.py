@@ -29,7 +29,9 @@ from serve_app.schemas import (
 )
 
 SINCE_NOT_BEFORE_UNTIL = "since must be earlier than until."
-TIME_OUT_OF_RANGE = "since and until must lie between years 1 and 9999 in UTC."
+TIME_OUT_OF_RANGE = "must lie between years 1 and 9999 in UTC."
+# Date, optional time (seconds and fraction optional), optional zone: 2026-03-01T09:00:00Z.
+ISO_8601 = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 ID_MAX = 2**63 - 1
 HISTORY_ERRORS = {
     **AUTH_ERRORS,
@@ -76,21 +78,31 @@ async def data(rows: RowsDep, session: SessionDep,
 @router.get("/data/summary", response_model=SummaryOut, responses=HISTORY_ERRORS)
 async def summary(user: CurrentUser, session: SessionDep,
                   bucket: Annotated[Bucket, Query(description="hour or day (UTC)")] = "day",
-                  since: Annotated[datetime | None, Query(
-                      description="ISO 8601, inclusive; without a zone, UTC")] = None,
-                  until: Annotated[datetime | None, Query(
-                      description="ISO 8601, exclusive; without a zone, UTC")] = None,
+                  since: Annotated[str | None, Query(pattern=ISO_8601, description=(
+                      "ISO 8601 date-time, inclusive; without a zone, UTC"))] = None,
+                  until: Annotated[str | None, Query(pattern=ISO_8601, description=(
+                      "ISO 8601 date-time, exclusive; without a zone, UTC"))] = None,
                   ) -> SummaryOut:
     """The current user's predictions counted per label per hour or day, oldest first."""
-    try:
-        since, until = (None if t is None else as_utc(t) for t in (since, until))
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before the first UTC instant
-        raise HTTPException(422, TIME_OUT_OF_RANGE) from None
-    if since is not None and until is not None and since >= until:
+    start, end = _instant("since", since), _instant("until", until)
+    if start is not None and end is not None and start >= end:
         raise HTTPException(422, SINCE_NOT_BEFORE_UNTIL)
     await _require_user(session, user.id)
-    series = await label_counts(session, user_id=user.id, bucket=bucket, since=since, until=until)
+    series = await label_counts(session, user_id=user.id, bucket=bucket, since=start, until=end)
     return SummaryOut(bucket=bucket, series=series)
+
+
+def _instant(name: str, value: str | None) -> datetime | None:
+    """A query parameter as naive UTC. Parsed here rather than by pydantic, which would also
+    take numbers as Unix times: the API speaks ISO 8601 only."""
+    if value is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise HTTPException(422, f"{name}: {value!r} is not an ISO 8601 date-time.") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before the first UTC instant
+        raise HTTPException(422, f"{name}: {TIME_OUT_OF_RANGE}") from None
 
 
 @router.get("/data/export", responses={

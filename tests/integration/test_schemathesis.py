@@ -95,7 +95,7 @@ def report_figures():
     print(f"\nschemathesis: {tried} examples tried over {len(RESULTS)} operation/mode pairs, "
           f"{len(FAILURES)} failures")
     for key, codes in sorted(RESULTS.items()):
-        print(f"  {key}: {sum(codes.values())} examples, status codes {dict(sorted(codes.items()))}")
+        print(f"  {key}: {sum(codes.values())} examples, status codes {dict(sorted(codes.items(), key=str))}")
     for failure in FAILURES:
         print(f"  FAILURE {failure}")
 

@@ -146,7 +146,9 @@ async def test_summary_since_is_inclusive_until_exclusive_and_zones_are_honoured
 
 @pytest.mark.parametrize("params, message", [
     ({"bucket": "week"}, "'hour' or 'day'"),
-    ({"since": "yesterday"}, "valid datetime"),
+    ({"since": "yesterday"}, "should match pattern"),
+    ({"until": "0.0"}, "should match pattern"),
+    ({"since": "2026-13-01T00:00:00"}, "not an ISO 8601 date-time"),
     ({"since": "2026-03-02T00:00:00", "until": "2026-03-01T00:00:00"}, "since must be earlier"),
     ({"since": "2026-03-01T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, "since must be earlier"),
     ({"since": "0001-01-01T00:30:00+01:00"}, "between years 1 and 9999"),
