@@ -1,7 +1,9 @@
 """SentimentModel: the Ray Serve deployment that runs the classifier in batches.
 
-Each handle call (`classify(texts)`, carrying one or several HTTP requests' texts) hands its
-texts to a `@serve.batch` method, so texts from concurrent calls share one forward pass.
+Each handle call (`classify(texts)`, carrying one or several HTTP requests' texts) tokenizes
+its texts into windows (one per text that fits the model's window, several for a longer text)
+and hands them to a `@serve.batch` method, so windows from concurrent calls share one forward
+pass and a batch's size counts windows.
 Answers for recently seen texts come from a per-replica LRU cache. Everything that
 may change at run time (model directory, batch knobs, cache size) arrives through
 `user_config` and is applied in place by `reconfigure`, without restarting the replica.
@@ -23,7 +25,8 @@ from deployments.model_config import ModelConfig
 from deployments.prediction_cache import PredictionCache, normalize_text
 from deployments.text_groups import count_texts, flatten, regroup
 from deployments.tracing import record_model_batch, start_app_tracing
-from serve_app.classifier import Prediction, SentimentClassifier
+from serve_app.classifier import Prediction, SentimentClassifier, Window
+from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -31,6 +34,9 @@ logger = logging.getLogger("ray.serve")
 # each batch at 5 texts; 64 lets @serve.batch fill batches of 10-30 under load.
 MODEL_MAX_ONGOING_REQUESTS = 64
 MODEL_MAX_QUEUED_REQUESTS = 256
+# A call's texts up to this many characters are tokenized on the event loop (faster than a
+# thread hop); longer ones (a long text is ~10 ms) in a worker thread.
+INLINE_TOKENIZE_MAX_CHARS = 4096
 
 
 def _assigned_cpus() -> int:
@@ -86,6 +92,7 @@ class SentimentModel:
                     config.model_dir,
                     device=config.device,
                     max_length=config.max_length,
+                    long_text=get_settings().long_text,
                 )
             except Exception as exc:
                 self._load_error = f"loading model {config.model_dir!r} failed: {exc}"
@@ -113,40 +120,64 @@ class SentimentModel:
                                    self._cache.hits, self._cache.misses)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            # A call's texts join batches as a group (one batch item, not one per text, which
-            # saves the batcher's per-item work), in chunks that each fit one batch.
+            classifier = self._classifier
+            # Tokenized once, here: a long text's windows join batches like short texts, and
+            # the batcher counts windows. A call's windows join batches as groups (one batch
+            # item, not one per window, which saves the batcher's per-item work), in chunks
+            # that each fit one batch.
+            texts_to_encode = [keys[i] for i in missing]
+            if sum(map(len, texts_to_encode)) <= INLINE_TOKENIZE_MAX_CHARS:
+                windows = classifier.encode(texts_to_encode)
+            else:
+                windows = await asyncio.to_thread(classifier.encode, texts_to_encode)
+            flat = flatten(windows)
+            # Each window carries its request's trace context into the batch.
+            flat_traceparents = traceparents and [
+                traceparents[i] for i, text_windows in zip(missing, windows) for _ in text_windows]
             size = self._classify_batch._get_max_batch_size()
-            chunks = [missing[start : start + size] for start in range(0, len(missing), size)]
+            starts = range(0, len(flat), size)
+            chunks = [flat[start : start + size] for start in starts]
             computed = await asyncio.gather(
-                *(self._classify_batch([keys[i] for i in chunk], arrived_at,
-                                       traceparents and [traceparents[i] for i in chunk])
-                  for chunk in chunks))
-            for chunk, predictions in zip(chunks, computed):
-                for i, prediction in zip(chunk, predictions):
-                    results[i] = prediction
-                    self._cache.put(keys[i], prediction)
+                *(self._classify_batch(chunk, arrived_at, classifier,
+                                       traceparents and flat_traceparents[start : start + size])
+                  for start, chunk in zip(starts, chunks)))
+            predictions = classifier.combine(windows, flatten(computed))
+            for i, prediction in zip(missing, predictions):
+                results[i] = prediction
+                self._cache.put(keys[i], prediction)
         self._metrics.record_labels(r.label for r in results)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=count_texts)
-    async def _classify_batch(self, groups: list[list[str]], arrived_at: list[float],
+    async def _classify_batch(self, groups: list[list[Window]], arrived_at: list[float],
+                              classifiers: list[SentimentClassifier],
                               traceparents: list[list[str | None] | None],
-                              ) -> list[list[Prediction]]:
-        """One forward pass over the texts of several calls (max_batch_size counts texts)."""
-        classifier = self._classifier
-        texts = flatten(groups)
+                              ) -> list[list[list[float]]]:
+        """One forward pass over the windows of several calls (max_batch_size counts windows).
+
+        Each group runs on the classifier that tokenized it: a model swapped in by
+        `reconfigure` meanwhile must never see another tokenizer's ids. `traceparents` holds,
+        per group, each window's request context (None without tracing).
+        """
         started = time.perf_counter()
-        # In a worker thread: torch releases the GIL, so the replica's event loop keeps
-        # accepting requests and the next batch fills while this one runs.
-        predictions = await asyncio.to_thread(classifier.predict, texts)
+        answers: list[list[list[float]]] = [[] for _ in groups]
+        for classifier in {id(c): c for c in classifiers}.values():
+            mine = [i for i, c in enumerate(classifiers) if c is classifier]
+            members = [groups[i] for i in mine]
+            # In a worker thread: torch releases the GIL, so the replica's event loop keeps
+            # accepting requests and the next batch fills while this one runs.
+            rows = await asyncio.to_thread(classifier.window_probabilities, flatten(members))
+            for i, answer in zip(mine, regroup(rows, members)):
+                answers[i] = answer
+        windows = count_texts(groups)
         tokenize_s = self._tokenizer_timer.take_seconds() if self._tokenizer_timer else 0.0
         ended = time.perf_counter()
-        waits = [started - t for t in arrived_at]  # texts of one call waited alike
-        self._metrics.record_batch(len(texts), waits, tokenize_s, ended - started)
+        waits = [started - t for t in arrived_at]  # windows of one call waited alike
+        self._metrics.record_batch(windows, waits, tokenize_s, ended - started)
         record_model_batch(traceparents, arrived_at, started=started, tokenize_s=tokenize_s,
-                           ended=ended, texts=len(texts))
-        self._batch_sizes[len(texts)] += 1
-        return regroup(predictions, groups)
+                           ended=ended, texts=windows)
+        self._batch_sizes[windows] += 1
+        return answers
 
     def check_health(self) -> None:
         if self._classifier is None:

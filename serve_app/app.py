@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from serve_app import api_key_routes, auth, routes
+from serve_app import api_key_routes, auth, history_routes, routes
 from serve_app.api_keys import ApiKeyVerifier, derive_hash_key
 from serve_app.body_limit import BodySizeLimitMiddleware
 from serve_app.db import (
@@ -139,6 +139,7 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
     app.include_router(auth.router)
     app.include_router(api_key_routes.router)
     app.include_router(routes.build_router(settings))
+    app.include_router(history_routes.router)
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app

@@ -40,8 +40,10 @@ class User(Base):
 class Prediction(Base):
     __tablename__ = "predictions"
     __table_args__ = (
-        # Serves "this user's rows, newest first" and the foreign key's index.
-        Index("ix_predictions_user_id_created_at", "user_id", "created_at"),
+        # "This user's rows, newest first" (id order, keyset paging); also the foreign key's.
+        Index("ix_predictions_user_id_id", "user_id", "id"),
+        # Counts per label over a time range, from the index alone (/data/summary).
+        Index("ix_predictions_user_id_created_at_label", "user_id", "created_at", "label"),
         MYSQL_TABLE_ARGS,
     )
 

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 class RateLimitBackend(Protocol):
     async def acquire(self, key: str, *, cost: float, rate: float, burst: float,
-                      consume: bool = True) -> float:
+                      consume: bool = True, owe: bool = False) -> float:
         """Take ``cost`` tokens (or only check, with consume=False); 0.0 if allowed, else the
-        seconds until they would be."""
+        seconds until they would be. ``owe``: take them even if fewer are left (the bucket goes
+        into debt), for work already done; the next requests wait for the debt to refill."""
 
     async def close(self) -> None: ...
 
@@ -41,13 +42,16 @@ class MemoryRateLimiter:
         self._max_keys = max_keys
 
     async def acquire(self, key: str, *, cost: float, rate: float, burst: float,
-                      consume: bool = True) -> float:
-        cost = min(cost, burst)  # a full bucket admits any single request
+                      consume: bool = True, owe: bool = False) -> float:
+        if not owe:
+            cost = min(cost, burst)  # a full bucket admits any single request
         now = time.monotonic()
         tokens, stamp = self._buckets.pop(key, (burst, now))
         tokens = _refill(tokens, now - stamp, rate, burst)
         retry_after = 0.0
-        if tokens >= cost:
+        if owe:
+            tokens -= cost
+        elif tokens >= cost:
             if consume:
                 tokens -= cost
         else:
@@ -65,7 +69,9 @@ class MemoryRateLimiter:
 _TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local cost = math.min(tonumber(ARGV[3]), burst)
+local owe = ARGV[5] == '1'
+local cost = tonumber(ARGV[3])
+if not owe then cost = math.min(cost, burst) end
 local consume = ARGV[4] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -74,13 +80,15 @@ local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local retry = 0
-if tokens >= cost then
+if owe then
+  tokens = tokens - cost
+elseif tokens >= cost then
   if consume then tokens = tokens - cost end
 else
   retry = (cost - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - math.min(tokens, 0)) / rate * 1000) + 1000)
 return tostring(retry)
 """
 
@@ -97,12 +105,13 @@ class RedisRateLimiter:
         self._prefix = key_prefix
 
     async def acquire(self, key: str, *, cost: float, rate: float, burst: float,
-                      consume: bool = True) -> float:
+                      consume: bool = True, owe: bool = False) -> float:
         from redis.exceptions import RedisError
 
         try:
             reply = await self._script(keys=[self._prefix + key],
-                                       args=[rate, burst, cost, "1" if consume else "0"])
+                                       args=[rate, burst, cost, "1" if consume else "0",
+                                             "1" if owe else "0"])
         except (RedisError, OSError, asyncio.TimeoutError) as err:
             log.warning("rate limiter: Redis unavailable, allowing the request: %s", err)
             return 0.0
@@ -143,6 +152,14 @@ class RateLimits:
         if rate <= 0:
             return 0.0
         return await self.backend.acquire(f"predict:{user_id}", cost=texts, rate=rate, burst=burst)
+
+    async def predict_owed(self, user_id: int, windows: int) -> None:
+        """Charge windows classified beyond the one per text ``predict`` took (long texts):
+        the rate counts windows, known only once the model has tokenized the texts."""
+        rate, burst = self._predict
+        if rate > 0 and windows > 0:
+            await self.backend.acquire(f"predict:{user_id}", cost=windows, rate=rate,
+                                       burst=burst, owe=True)
 
     def _login_buckets(self, username: str, client: str):
         # No real username is longer than 64 characters: longer ones share one bucket, so a

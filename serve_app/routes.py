@@ -1,4 +1,4 @@
-"""The service's routes: who am I, predict, batch predict, my data, health, info.
+"""The service's routes: who am I, predict, batch predict, health, info (history: history_routes).
 
 Routes stay thin: validation lives in the schemas, the logging in the prediction log.
 """
@@ -8,31 +8,25 @@ Routes stay thin: validation lives in the schemas, the logging in the prediction
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from serve_app.auth import AUTH_ERRORS, INVALID_TOKEN, CurrentUser, unauthorized
 from serve_app.db import UserGoneError, ping, safe_url
 from serve_app.deps import Services, ServicesDep, SessionDep
 from serve_app.errors import ModelUnavailableError
-from serve_app.models import Prediction as PredictionRow
 from serve_app.models import User, utcnow
 from serve_app.ratelimit import retry_after_header
 from serve_app.schemas import (
-    DATA_LIMIT_DEFAULT,
-    DATA_LIMIT_MAX,
-    DATA_OFFSET_MAX,
     BatchPredictionOut,
     ErrorResponse,
     HealthOut,
     InfoOut,
     Limits,
     PredictionOut,
-    PredictionRecord,
     UserPublic,
     prediction_request_models,
 )
@@ -86,6 +80,9 @@ async def predict_and_log(services: Services, user: TokenUser, texts: list[str])
     started = time.perf_counter()
     predictions = await classify(services, texts)
     latency_ms = (time.perf_counter() - started) * 1000.0
+    # The rate counts windows: a long text's extra windows are charged once they are known.
+    extra_windows = sum(p.windows for p in predictions) - len(texts)
+    await services.rate_limits.predict_owed(user.id, extra_windows)
     now = utcnow()
     rows = [dict(user_id=user.id, text=text, label=p.label, score=_unit(p.score),
                  model_version=p.model_version, latency_ms=latency_ms, created_at=now)
@@ -101,7 +98,8 @@ async def predict_and_log(services: Services, user: TokenUser, texts: list[str])
         PredictionOut.model_construct(
             id=row_id, text=row["text"], label=row["label"], score=row["score"],
             scores={k: _unit(v) for k, v in p.scores.items()},
-            model_version=row["model_version"], created_at=row["created_at"])
+            model_version=row["model_version"], created_at=row["created_at"],
+            windows=p.windows)
         for row_id, row, p in zip(ids, rows, predictions, strict=True)
     ]
 
@@ -151,21 +149,6 @@ def build_router(settings: Settings) -> APIRouter:
         """Classify several texts, answered in input order, all logged."""
         results = await predict_and_log(services, user, body.texts)
         return json_response(BatchPredictionOut.model_construct(results=results))
-
-    @router.get("/data", response_model=list[PredictionRecord], responses=PREDICT_ERRORS,
-                tags=["predict"])
-    async def data(user: CurrentUser, session: SessionDep,
-                   limit: Annotated[int, Query(ge=1, le=DATA_LIMIT_MAX)] = DATA_LIMIT_DEFAULT,
-                   offset: Annotated[int, Query(ge=0, le=DATA_OFFSET_MAX)] = 0,
-                   ) -> list[PredictionRecord]:
-        """The current user's logged predictions, newest first."""
-        if await session.get(User, user.id) is None:
-            raise unauthorized(INVALID_TOKEN)
-        rows = await session.scalars(
-            select(PredictionRow).where(PredictionRow.user_id == user.id)
-            .order_by(PredictionRow.created_at.desc(), PredictionRow.id.desc())
-            .limit(limit).offset(offset))
-        return [PredictionRecord.model_validate(row) for row in rows]
 
     @router.get("/health", response_model=HealthOut, tags=["ops"],
                 responses={503: {"model": HealthOut, "description": "Database or model down"}})

@@ -117,6 +117,8 @@ class PredictionOut(BaseModel):
     scores: dict[str, float]
     model_version: str
     created_at: UtcDatetime
+    windows: int = Field(ge=1, description="token windows the text was classified over "
+                                           "(1 when it fits the model's window)")
 
 
 class BatchPredictionOut(BaseModel):
@@ -135,6 +137,18 @@ class PredictionRecord(BaseModel):
     model_version: str
     latency_ms: float
     created_at: UtcDatetime
+
+
+class SummaryBucket(BaseModel):
+    start: UtcDatetime = Field(description="the hour's or day's first instant, UTC")
+    counts: dict[str, int] = Field(description="predictions per label in this bucket")
+
+
+class SummaryOut(BaseModel):
+    """Counts per label per bucket, oldest first; buckets without predictions are left out."""
+
+    bucket: Literal["hour", "day"]
+    series: list[SummaryBucket]
 
 
 class HealthOut(BaseModel):

@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     max_api_keys_per_user: int = Field(20, ge=1)
 
     # Request limits
-    max_text_chars: int = Field(5000, ge=1)
+    max_text_chars: int = Field(20_000, ge=1)
+    # A text past the model's window: "chunk" classifies it whole over overlapping windows,
+    # "truncate" classifies its first window only. Read by the model replicas.
+    long_text: Literal["chunk", "truncate"] = "chunk"
     max_batch_texts: int = Field(64, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
 

@@ -53,3 +53,32 @@ async def test_concurrent_requests_share_model_batches(serve_instance):
         "user_config"]["max_batch_size"]
     assert max(batches) <= max_batch
     assert all(s["max_batch_size"] == max_batch for s in after.values())
+
+
+async def test_a_long_texts_windows_fill_model_batches_counted_as_windows(serve_instance):
+    run = uuid.uuid4().hex[:8]
+    long_text = (f"Run {run}. The hotel was quiet, the staff kind and the food only fair. " * 300
+                 )[:20_000]
+    shorts = [f"short {i} of run {run}: lovely" for i in range(6)]
+    async with serve_instance.client() as client:
+        user = await signup_and_login(client, prefix="windows")
+        with serve_instance.driver():
+            before = await asyncio.to_thread(serve_instance.model_stats)
+            long_response, *short_responses = await asyncio.gather(
+                client.post("/predict", headers=user.headers, json={"text": long_text}),
+                *(client.post("/predict", headers=user.headers, json={"text": t})
+                  for t in shorts))
+            after = await asyncio.to_thread(serve_instance.model_stats)
+
+    assert long_response.status_code == 200, long_response.text
+    windows = long_response.json()["windows"]
+    assert windows > 40
+    assert [r.json()["windows"] for r in short_responses] == [1] * len(shorts)
+    batches = batch_histogram(after) - batch_histogram(before)
+    max_batch = max(s["max_batch_size"] for s in after.values())
+    print(f"\nbatch sizes for one text of {windows} windows and {len(shorts)} short texts: "
+          f"{dict(sorted(batches.items()))}")
+    # Every window ran once, in batches no larger than max_batch_size counted in windows.
+    assert sum(size * count for size, count in batches.items()) == windows + len(shorts)
+    assert max(batches) <= max_batch
+    assert sum(batches.values()) >= -(-windows // max_batch)

@@ -45,6 +45,8 @@ OPERATIONS = [
     ("POST", "/predict"),
     ("POST", "/predict/batch"),
     ("GET", "/data"),
+    ("GET", "/data/summary"),
+    ("GET", "/data/export"),
     ("GET", "/health"),
     ("GET", "/info"),
     ("POST", "/auth/keys"),

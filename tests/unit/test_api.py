@@ -21,7 +21,9 @@ async def test_predict_answers_with_a_label_of_the_model_and_commits_the_row(cli
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"id", "text", "label", "score", "scores", "model_version", "created_at"}
+    assert set(body) == {"id", "text", "label", "score", "scores", "model_version", "created_at",
+                         "windows"}
+    assert body["windows"] == 1
     assert body["label"] in classifier.labels
     assert set(body["scores"]) == set(classifier.labels)
     assert math.isclose(sum(body["scores"].values()), 1.0, abs_tol=1e-4)
@@ -67,7 +69,7 @@ async def test_batch_answers_in_input_order_and_logs_every_text(client, user):
 @pytest.mark.parametrize("body, message", [
     ({"text": ""}, "at least 1 character"),
     ({"text": "   \n\t "}, "empty or whitespace"),
-    ({"text": "x" * 5001}, "at most 5000 characters"),
+    ({"text": "x" * 20_001}, "at most 20000 characters"),
     ({"text": 42}, "valid string"),
     ({}, "Field required"),
 ])
@@ -77,9 +79,12 @@ async def test_invalid_text_is_a_422_with_a_message(client, user, body, message)
     assert message in str(response.json()["detail"])
 
 
-async def test_text_of_exactly_the_maximum_length_is_accepted(client, user):
-    response = await client.post("/predict", headers=user.headers, json={"text": "ok " * 1666 + "ok"})
+async def test_text_of_exactly_the_maximum_length_is_accepted_and_logged_whole(client, user):
+    text = ("ok " * 6667)[:20_000]
+    response = await client.post("/predict", headers=user.headers, json={"text": text})
     assert response.status_code == 200, response.text
+    assert response.json()["windows"] > 1
+    assert (await logged_row(client, response.json()["id"])).text == text
 
 
 @pytest.mark.parametrize("texts", [[], [f"t{i}" for i in range(65)], ["fine", " "]])
@@ -168,7 +173,7 @@ async def test_info_names_model_labels_and_limits(client, classifier):
     assert response.json() == {
         "model_version": classifier.model_version,
         "labels": classifier.labels,
-        "limits": {"max_text_chars": 5000, "max_batch_texts": 64, "max_body_bytes": 1048576},
+        "limits": {"max_text_chars": 20000, "max_batch_texts": 64, "max_body_bytes": 1048576},
     }
 
 

@@ -35,7 +35,7 @@ VARIED_TEXTS = [
     "ok",
     "",
     "Not bad at all, though the ending dragged a little.",
-    "The service was slow. " * 60,  # far beyond max_length: truncated
+    "The service was slow. " * 60,  # far beyond max_length: several windows
     "Great!!!",
     "I can't say I enjoyed it, but I can't say I hated it either, honestly.",
 ]
@@ -141,25 +141,10 @@ def test_missing_encoder_file_is_refused_naming_the_file(tmp_path):
         SentimentClassifier.load(_layers_copy_with_encoder(tmp_path, encoder))
 
 
-@pytest.fixture
-def tiny_hf_dir(tmp_path) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=37,
-                        num_labels=3, id2label={0: "sad", 1: "meh", 2: "glad"},
-                        label2id={"sad": 0, "meh": 1, "glad": 2})
-    model_dir = tmp_path / "tiny-bert-sentiment"
-    BertForSequenceClassification(config).save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(encoder_layers.packaged_encoder_dir()).save_pretrained(model_dir)
-    return model_dir
-
-
 def test_hugging_face_directory_loads_and_returns_its_own_labels(tiny_hf_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    loaded = SentimentClassifier.load(tiny_hf_dir, device="cpu")
+    loaded = SentimentClassifier.load(tiny_hf_dir, device="cpu", long_text="truncate")
     assert loaded.labels == ["sad", "meh", "glad"]
     assert re.fullmatch(r"tiny-bert-sentiment@[0-9a-f]{8}", loaded.model_version)
     predictions = loaded.predict(VARIED_TEXTS)

@@ -73,3 +73,17 @@ def test_answers_go_back_to_their_own_request_in_order():
     assert regroup([1, 2, 3, 4, 5, 6], groups) == [[1, 2], [3], [], [4, 5, 6]]
     with pytest.raises(RuntimeError):
         regroup([1, 2], groups)
+
+
+async def test_the_long_text_setting_reaches_the_model_replica(monkeypatch):
+    from serve_app.settings import get_settings
+
+    monkeypatch.setenv("LONG_TEXT", "truncate")
+    get_settings.cache_clear()
+    try:
+        replica = SentimentModel.func_or_class()
+        await replica.reconfigure({"max_length": 32})
+        assert replica._classifier.long_text == "truncate"
+        assert [p.windows for p in replica._classifier.predict(["long " * 200])] == [1]
+    finally:
+        get_settings.cache_clear()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import re
-import uuid
 
 import httpx
 import pytest
 from playwright.async_api import expect
+from ui_steps import (
+    PASSWORD,
+    TOKEN_KEY,
+    downloaded_csv,
+    new_username,
+    sign_in,
+    sign_up,
+    signed_in_user,
+    stored_token,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
 
@@ -20,40 +28,6 @@ BATCH = [
     "Terrible experience. The package arrived broken and nobody answered my emails.",
     "The meeting is scheduled for Tuesday at ten.",
 ]
-PASSWORD = "correct-horse-battery"
-TOKEN_KEY = "sentiment-serve.token"
-
-
-def new_username() -> str:
-    return f"ui_{uuid.uuid4().hex[:12]}"
-
-
-async def stored_token(page) -> str | None:
-    return await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')")
-
-
-async def sign_up(page, username: str) -> None:
-    await page.get_by_role("tab", name="Create account").click()
-    await page.locator("#signup-username").fill(username)
-    await page.locator("#signup-password").fill(PASSWORD)
-    await page.locator("#signup-form").get_by_role("button", name="Create account").click()
-
-
-async def sign_in(page, username: str, password: str = PASSWORD) -> None:
-    await expect(page.locator("#signin-username")).to_be_visible()
-    await page.locator("#signin-username").fill(username)
-    await page.locator("#signin-password").fill(password)
-    await page.locator("#signin-form").get_by_role("button", name="Sign in").click()
-
-
-async def signed_in_user(page, ui_url: str) -> str:
-    await page.goto(ui_url)
-    username = new_username()
-    await sign_up(page, username)
-    await expect(page.locator("#notice")).to_contain_text("created")
-    await sign_in(page, username)
-    await expect(page.locator("#user-name")).to_have_text(username)
-    return username
 
 
 async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_out(
@@ -66,20 +40,22 @@ async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_o
 
     username = new_username()
     await sign_up(page, username)
+    # Creating an account signs in with it: no second trip through the sign-in form.
     await expect(page.locator("#notice")).to_have_text(
-        f"Account “{username}” created. Sign in to continue.")
-    # Signing up leads to the sign-in form with the username kept and the password focused.
-    await expect(page.locator("#signin-username")).to_have_value(username)
-    await expect(page.locator("#signin-password")).to_be_focused()
-    await screenshots.take("signed-up")
-
-    await sign_in(page, username)
+        f"Account “{username}” created. You are signed in.")
     await expect(page.locator("#user-name")).to_have_text(username)
+    await expect(page.locator("#auth-view")).to_be_hidden()
     await expect(page.get_by_label("Text to classify")).to_be_focused()
     token = await stored_token(page)
     assert token and token.count(".") == 2, "the JWT is kept in sessionStorage"
     assert await page.context.cookies() == [], "the token never goes into a cookie"
-    await screenshots.take("signed-in")
+    await screenshots.take("signed-up-and-in")
+
+    # The account really exists: after signing out, its password signs in again.
+    await page.get_by_role("button", name="Sign out").click()
+    await sign_in(page, username)
+    await expect(page.locator("#user-name")).to_have_text(username)
+    await expect(page.locator("#notice")).to_be_hidden()
 
     await page.get_by_label("Text to classify").fill(POSITIVE)
     await page.get_by_role("button", name="Classify", exact=True).click()
@@ -100,7 +76,7 @@ async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_o
     # A blank line in the paste is skipped, not sent as an (invalid) empty text.
     await page.get_by_label("Texts, one per line").fill("\n".join(BATCH[:2]) + "\n\n" + BATCH[2] + "\n")
     await expect(page.locator("#batch-count")).to_have_text(
-        re.compile(r"^3 of \d+ lines · blank lines are skipped$"))
+        "3 lines · blank lines are skipped · Ctrl+Enter to classify")
     await page.get_by_role("button", name="Classify all").click()
     rows = page.locator("#batch-table tbody tr")
     await expect(rows).to_have_count(3)
@@ -110,13 +86,11 @@ async def test_a_user_signs_up_classifies_runs_a_batch_reads_history_and_signs_o
     await expect(page.locator("#announce")).to_have_text(re.compile(r"^3 results\. .*1 positive.*\.$"))
     await screenshots.take("batch")
 
-    async with page.expect_download() as download_info:
-        await page.get_by_role("button", name="Download CSV").click()
-    download = await download_info.value
-    assert download.suggested_filename.endswith(".csv")
-    with open(await download.path(), newline="", encoding="utf-8") as handle:
-        table = list(csv.DictReader(handle))
+    filename, table = await downloaded_csv(
+        page, page.get_by_role("button", name="Download CSV").click)
+    assert filename.endswith(".csv")
     assert [row["text"] for row in table] == BATCH
+    assert [row["line"] for row in table] == ["1", "2", "4"], "each text names its pasted line"
     assert [row["label"] for row in table[:2]] == ["positive", "negative"]
     assert {"score", "p_negative", "p_neutral", "p_positive", "model_version"} <= set(table[0])
 
@@ -147,6 +121,8 @@ async def test_history_pages_through_older_predictions(page, screenshots, ui_url
     await page.get_by_role("button", name="Classify all").click()
     await expect(page.locator("#batch-table tbody tr")).to_have_count(12)
 
+    data_urls: list[str] = []
+    page.on("request", lambda r: data_urls.append(r.url) if re.search(r"/data\?", r.url) else None)
     await page.get_by_role("tab", name="History").click()
     await page.get_by_label("Rows per page").select_option("10")
     rows = page.locator("#history-rows tbody tr")
@@ -154,11 +130,14 @@ async def test_history_pages_through_older_predictions(page, screenshots, ui_url
     await expect(page.locator("#history-range")).to_have_text("Showing 1–10")
     await expect(page.locator("#history-prev")).to_be_disabled()
     first_page = await rows.locator(".cell-text").all_inner_texts()
+    last_id = await rows.last.get_attribute("data-id")
 
     await page.get_by_role("button", name="Older →").click()
     await expect(rows).to_have_count(2)
     await expect(page.locator("#history-range")).to_have_text("Showing 11–12")
     await expect(page.locator("#history-next")).to_be_disabled()
+    # Pages go by id (keyset), not by skipping rows.
+    assert f"before_id={last_id}" in data_urls[-1] and "offset" not in data_urls[-1], data_urls[-1]
     second_page = await rows.locator(".cell-text").all_inner_texts()
     assert sorted(first_page + second_page) == sorted(texts), "each row on exactly one page"
     await screenshots.take("history-page-2")
@@ -170,13 +149,16 @@ async def test_history_pages_through_older_predictions(page, screenshots, ui_url
 async def test_api_errors_are_shown_as_readable_messages(page, screenshots, ui_url):
     username = await signed_in_user(page, ui_url)
 
-    # 422: a text longer than the service accepts (MAX_TEXT_CHARS, 5000 by default).
-    await page.get_by_label("Text to classify").fill("great " * 1200)
+    # 422: a text longer than the service accepts (MAX_TEXT_CHARS).
+    info = await (await page.request.get(f"{ui_url}../info")).json()
+    max_chars = info["limits"]["max_text_chars"]
+    await page.get_by_label("Text to classify").fill("great " * (max_chars // 6 + 1))
     await expect(page.locator("#classify-count")).to_have_text(
-        re.compile(r"^7,200 of [\d,]+ characters · too long$"))
+        re.compile(r"^[\d,]+ of [\d,]+ characters · too long$"))
     await page.get_by_role("button", name="Classify", exact=True).click()
     error = page.locator("#classify-error")
-    await expect(error).to_contain_text(re.compile(r"Please check your input: Text: .*5000 characters"))
+    await expect(error).to_contain_text(
+        re.compile(rf"Please check your input: Text: .*{max_chars} characters"))
     assert "{" not in await error.inner_text()
     await expect(page.locator("#classify-result")).to_be_hidden()
     await screenshots.take("text-too-long")
@@ -260,10 +242,7 @@ async def test_the_whole_flow_works_from_the_keyboard_with_visible_focus(page, s
     await page.keyboard.press("Tab")
     await page.keyboard.type(PASSWORD)
     await page.keyboard.press("Enter")
-    await expect(page.locator("#signin-password")).to_be_focused()
-    await page.keyboard.type(PASSWORD)
-    await page.keyboard.press("Enter")
-    await expect(page.locator("#user-name")).to_have_text(username)
+    await expect(page.locator("#user-name")).to_have_text(username)  # signed up and in
 
     await expect(page.get_by_label("Text to classify")).to_be_focused()
     await page.keyboard.type("What a fantastic, delightful day. I am so happy!")

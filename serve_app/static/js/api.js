@@ -5,10 +5,11 @@ const TOKEN_KEY = "sentiment-serve.token";
 
 /** An API failure carrying a message fit to show to a person. */
 export class ApiError extends Error {
-  constructor(status, message, { retryAfter = null, authFailed = false } = {}) {
+  constructor(status, message, { retryAfter = null, authFailed = false, detail = null } = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
+    this.detail = detail; // the server's own words, for callers that describe it in context
     this.retryAfter = retryAfter;
     this.authFailed = authFailed;
   }
@@ -54,22 +55,23 @@ function retryAfterSeconds(response) {
   return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
 }
 
-// "texts.2" is the third line of a batch; other fields are named in words.
-function describeLocation(loc) {
+// "texts.2" is the third line of a batch (lineOf maps it to the line it came from); other
+// fields are named in words.
+function describeLocation(loc, lineOf) {
   if (loc.length === 0) return "";
-  if (loc[0] === "texts" && typeof loc[1] === "number") return `Line ${loc[1] + 1}: `;
+  if (loc[0] === "texts" && typeof loc[1] === "number") return `Line ${lineOf(loc[1])}: `;
   const name = String(loc[0]).replace(/_/g, " ");
   return `${name.charAt(0).toUpperCase()}${name.slice(1)}${loc.length > 1 ? ` (${loc.slice(1).join(", ")})` : ""}: `;
 }
 
 // FastAPI validation errors arrive as a list of {loc, msg}; turn them into one sentence each.
-function describeDetail(detail) {
+function describeDetail(detail, lineOf = (i) => i + 1) {
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) {
     return detail
       .map((item) => {
         if (typeof item === "string") return item;
-        const where = describeLocation((item.loc || []).filter((p) => p !== "body" && p !== "query"));
+        const where = describeLocation((item.loc || []).filter((p) => p !== "body" && p !== "query"), lineOf);
         return `${where}${String(item.msg || "invalid value").replace(/^Value error, /, "")}`;
       })
       .join(" ");
@@ -83,9 +85,12 @@ function waitHint(seconds) {
   return seconds <= 1 ? "Please try again in a second." : `Please try again in ${seconds} seconds.`;
 }
 
-/** The message a person sees for a failed response. `context` tailors 401 and 409. */
-export function describeFailure(status, detail, { retryAfter = null, context = "" } = {}) {
-  const serverSays = describeDetail(detail);
+/**
+ * The message a person sees for a failed response. `context` tailors 401 and 409; `lineOf(i)`
+ * names the line the i-th text of a batch came from.
+ */
+export function describeFailure(status, detail, { retryAfter = null, context = "", lineOf } = {}) {
+  const serverSays = describeDetail(detail, lineOf);
   switch (status) {
     case 400:
       return serverSays || "The request was not understood.";
@@ -114,13 +119,18 @@ export function describeFailure(status, detail, { retryAfter = null, context = "
 }
 
 /**
- * Call the API. `json` sends a JSON body, `form` a urlencoded one; `auth` adds the bearer token.
+ * Call the API. `json` sends a JSON body, `form` a urlencoded one; `auth` adds the bearer token;
+ * `signal` aborts the call; `as: "blob"` resolves to the raw body instead of parsed JSON.
  * Resolves to the parsed body; rejects with ApiError whose message is ready to display.
  */
-export async function request(path, { method = "GET", json, form, auth = true, context = "", params } = {}) {
+export async function request(
+  path, { method = "GET", json, form, auth = true, context = "", params, signal, as = "json" } = {},
+) {
   const url = new URL(path.replace(/^\//, ""), API_ROOT);
-  for (const [key, value] of Object.entries(params || {})) url.searchParams.set(key, String(value));
-  const headers = { Accept: "application/json" };
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value != null && value !== "") url.searchParams.set(key, String(value));
+  }
+  const headers = { Accept: as === "blob" ? "text/csv, application/json" : "application/json" };
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -139,10 +149,12 @@ export async function request(path, { method = "GET", json, form, auth = true, c
 
   let response;
   try {
-    response = await fetch(url, { method, headers, body, credentials: "omit", cache: "no-store" });
-  } catch {
+    response = await fetch(url, { method, headers, body, signal, credentials: "omit", cache: "no-store" });
+  } catch (err) {
+    if (signal && signal.aborted) throw err; // stopped on purpose: not a failure to report
     throw new ApiError(0, "Cannot reach the service. Check your connection and try again.");
   }
+  if (as === "blob" && response.ok) return response.blob();
 
   let payload = null;
   const text = await response.text();
@@ -159,7 +171,7 @@ export async function request(path, { method = "GET", json, form, auth = true, c
   const message = describeFailure(response.status, payload && payload.detail, { retryAfter, context });
   const authFailed = response.status === 401 && auth;
   if (authFailed) onAuthLost(message);
-  throw new ApiError(response.status, message, { retryAfter, authFailed });
+  throw new ApiError(response.status, message, { retryAfter, authFailed, detail: payload && payload.detail });
 }
 
 export const api = {
@@ -169,8 +181,13 @@ export const api = {
     request("/auth/token", { method: "POST", form: { username, password }, auth: false, context: "signin" }),
   me: () => request("/"),
   predict: (text) => request("/predict", { method: "POST", json: { text } }),
-  predictBatch: (texts) => request("/predict/batch", { method: "POST", json: { texts } }),
-  history: (limit, offset) => request("/data", { params: { limit, offset } }),
+  predictBatch: (texts, { signal } = {}) =>
+    request("/predict/batch", { method: "POST", json: { texts }, signal }),
+  /** filters: { label, q, before_id, offset }; empty values are left out of the query. */
+  history: (limit, filters = {}) => request("/data", { params: { limit, ...filters } }),
+  summary: (bucket, since, until) => request("/data/summary", { params: { bucket, since, until } }),
+  /** The CSV of every row matching the filters, as a Blob (the bearer token rules out a plain link). */
+  exportCsv: (filters = {}) => request("/data/export", { params: filters, as: "blob" }),
   info: () => request("/info", { auth: false }),
   createKey: (name) => request("/auth/keys", { method: "POST", json: { name } }),
   listKeys: () => request("/auth/keys"),

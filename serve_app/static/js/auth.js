@@ -1,4 +1,4 @@
-// Sign up and sign in forms. Signing up leads to the sign-in form with the username filled in.
+// Sign up and sign in forms. Creating an account signs in with the same credentials.
 import { api, session } from "./api.js";
 import { $, showAlert, whileBusy } from "./dom.js";
 import { setupTabs } from "./tabs.js";
@@ -18,7 +18,10 @@ function checkSignUp(username, password) {
   return "";
 }
 
-/** onSignedIn(token) runs after a successful sign-in; notify(message, tone) shows a notice. */
+/**
+ * onSignedIn(welcome) runs after a successful sign-in (welcome: a notice to show, or "");
+ * notify(message, tone) shows a notice.
+ */
 export function setupAuth({ onSignedIn, notify }) {
   const signinForm = $("#signin-form");
   const signupForm = $("#signup-form");
@@ -46,10 +49,19 @@ export function setupAuth({ onSignedIn, notify }) {
       return;
     }
     signupForm.reset();
-    selectTab("tab-signin");
-    $("#signin-username").value = username;
-    $("#signin-password").focus();
-    notify(`Account “${username}” created. Sign in to continue.`, "success");
+    let token;
+    try {
+      token = await whileBusy(signupForm, () => api.signIn(username, password));
+    } catch (err) {
+      // The account exists; only the sign-in failed (e.g. rate limited): let the person retry it.
+      selectTab("tab-signin");
+      $("#signin-username").value = username;
+      $("#signin-password").focus();
+      notify(`Account “${username}” created, but signing in failed: ${err.message}`, "warning");
+      return;
+    }
+    session.set(token.access_token);
+    await onSignedIn(`Account “${username}” created. You are signed in.`);
   });
 
   signinForm.addEventListener("submit", async (event) => {
@@ -70,7 +82,7 @@ export function setupAuth({ onSignedIn, notify }) {
     }
     session.set(token.access_token);
     signinForm.reset();
-    await onSignedIn();
+    await onSignedIn("");
   });
 
   return {

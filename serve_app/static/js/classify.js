@@ -1,13 +1,16 @@
 // Single-text classification: submit, then label, score and the per-label bar chart.
 import { api } from "./api.js";
-import { $, announce, el, formatDate, labelBadge, percent, probabilityChart, showAlert, whileBusy } from "./dom.js";
+import {
+  $, announce, el, formatDate, labelBadge, percent, probabilityChart, showAlert, whileBusy, windowsTag,
+} from "./dom.js";
 
 function renderResult(container, result) {
   container.replaceChildren(
     el(
       "div",
       { className: "result__head" },
-      el("div", {}, el("p", { className: "result__kicker" }, "Sentiment"), labelBadge(result.label)),
+      el("div", {}, el("p", { className: "result__kicker" }, "Sentiment"), labelBadge(result.label), " ",
+        windowsTag(result.windows)),
       el(
         "div",
         { className: "result__score" },
@@ -26,7 +29,8 @@ function renderResult(container, result) {
   );
   container.dataset.label = result.label;
   container.hidden = false;
-  announce(`Result: ${result.label}, ${percent(result.score)} confidence.`);
+  const windows = result.windows > 1 ? `, read in ${result.windows} windows` : "";
+  announce(`Result: ${result.label}, ${percent(result.score)} confidence${windows}.`);
 }
 
 export function setupClassify() {

@@ -110,3 +110,46 @@ export function probabilityChart(scores, { caption = "Probability per label" } =
     ),
   );
 }
+
+/**
+ * A results table that turns into cards on narrow screens. `columns`: [heading, numeric?];
+ * `rows`: the <tr> elements.
+ */
+export function cardTable({ id, caption, columns, rows }) {
+  return el(
+    "div",
+    { className: "table-wrap" },
+    el(
+      "table",
+      { className: "table table--cards", id },
+      el("caption", { className: "visually-hidden" }, caption),
+      el("thead", {}, el("tr", {}, columns.map(([heading, numeric]) =>
+        el("th", { scope: "col", className: numeric ? "num" : null }, heading)))),
+      el("tbody", {}, rows),
+    ),
+  );
+}
+
+/** "3 windows" beside a result whose text was longer than the model reads at once; else nothing. */
+export function windowsTag(windows) {
+  if (!(windows > 1)) return null;
+  return el("span", { className: "tag", dataset: { windows },
+    title: "Longer than the model reads at once: classified over overlapping windows, combined" },
+  `${windows} windows`);
+}
+
+const CLAMP_CHARS = 400;
+/** A table cell for a text: a long one shows its first lines and a button to show it whole. */
+export function textCell(text) {
+  if (text.length <= CLAMP_CHARS) return el("td", { className: "cell-text" }, text);
+  const body = el("div", { className: "cell-text__body" }, text);
+  const toggle = el("button", { type: "button", className: "link-button", "aria-expanded": "false" },
+    `Show all ${text.length.toLocaleString()} characters`);
+  toggle.addEventListener("click", () => {
+    const open = toggle.getAttribute("aria-expanded") !== "true";
+    toggle.setAttribute("aria-expanded", String(open));
+    body.classList.toggle("cell-text__body--open", open);
+    toggle.textContent = open ? "Show less" : `Show all ${text.length.toLocaleString()} characters`;
+  });
+  return el("td", { className: "cell-text cell-text--long" }, body, toggle);
+}

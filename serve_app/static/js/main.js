@@ -53,7 +53,7 @@ function scheduleExpiry() {
   expiryTimer = setTimeout(expire, Math.min(seconds * 1000, 2 ** 31 - 1));
 }
 
-async function enterWorkspace() {
+async function enterWorkspace(welcome = "") {
   let me;
   try {
     me = await api.me();
@@ -66,7 +66,7 @@ async function enterWorkspace() {
   $("#user-menu").hidden = false;
   $("#app-view").hidden = false;
   document.body.dataset.view = "signed-in";
-  notify("");
+  notify(welcome, "success");
   scheduleExpiry();
   selectTool("tab-classify");
   $("#classify-text").focus();
@@ -85,6 +85,7 @@ api
   .then((info) => {
     classify.setLimits(info.limits);
     batch.setLimits(info.limits);
+    history.setLabels(info.labels);
   })
   .catch(() => {});
 
