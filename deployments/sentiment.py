@@ -132,6 +132,8 @@ class SentimentModel:
         # In a worker thread: torch releases the GIL, so the replica's event loop keeps
         # accepting requests and the next batch fills while this one runs.
         predictions = await asyncio.to_thread(classifier.predict, texts)
+        if self._config.batch_delay_s:
+            await asyncio.sleep(self._config.batch_delay_s)
         tokenize_s = self._tokenizer_timer.take_seconds() if self._tokenizer_timer else 0.0
         waits = [started - t for group, t in zip(groups, arrived_at) for _ in group]
         self._metrics.record_batch(len(texts), waits, tokenize_s, time.perf_counter() - started)

@@ -19,12 +19,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from serve_app import auth, routes
+from serve_app.admission import AdmissionGate, AdmissionHook
 from serve_app.body_limit import BodySizeLimitMiddleware
 from serve_app.db import (
     PredictionLog,
     check_schema_at_head,
     create_engine,
     create_session_factory,
+    create_write_path,
 )
 from serve_app.deps import Classify, Services
 from serve_app.errors import install_error_handlers
@@ -56,7 +58,8 @@ def in_process_classify(classifier: SentimentClassifier) -> Classify:
 
 
 async def start_services(classify: Classify, settings: Settings, *,
-                         on_log_commit: LogCommitHook | None = None) -> Services:
+                         on_log_commit: LogCommitHook | None = None,
+                         on_admission: AdmissionHook | None = None) -> Services:
     secret_key = resolve_secret_key(settings)  # production without a strong key stops here
     engine = create_engine(settings)
     try:
@@ -65,11 +68,12 @@ async def start_services(classify: Classify, settings: Settings, *,
         await engine.dispose()
         raise
     sessions = create_session_factory(engine)
+    writes = create_write_path(settings)
     prediction_log = None
     if settings.prediction_logging:
         prediction_log = PredictionLog(sessions, max_batch=settings.prediction_log_max_batch,
                                        timeout_s=settings.prediction_log_timeout_seconds,
-                                       on_commit=on_log_commit)
+                                       writes=writes, on_commit=on_log_commit)
         prediction_log.start()
     else:
         log.warning("PREDICTION_LOGGING is off: predictions are not written to the database")
@@ -83,8 +87,12 @@ async def start_services(classify: Classify, settings: Settings, *,
     )
     tokens = TokenCodec(secret_key=secret_key, algorithm=settings.algorithm,
                         expire_minutes=settings.access_token_expire_minutes)
+    hashing = AdmissionGate("password_hash", target_wait_s=settings.admission_target_wait_seconds,
+                            max_waiting=settings.admission_max_waiting_hashes,
+                            on_decision=on_admission)
     return Services(settings=settings, classify=classify, engine=engine, sessions=sessions,
-                    prediction_log=prediction_log, tokens=tokens, rate_limits=rate_limits)
+                    writes=writes, prediction_log=prediction_log, tokens=tokens,
+                    rate_limits=rate_limits, hashing=hashing)
 
 
 async def stop_services(services: Services) -> None:
@@ -92,16 +100,20 @@ async def stop_services(services: Services) -> None:
         await services.prediction_log.close()  # write what is queued before letting go
     await services.rate_limits.backend.close()
     await services.engine.dispose()
+    services.writes.close()
 
 
 def create_app(classify: Classify, settings: Settings | None = None, *,
-               on_log_commit: LogCommitHook | None = None) -> FastAPI:
-    """`on_log_commit(rows, seconds)` is called after each prediction-log transaction (metrics)."""
+               on_log_commit: LogCommitHook | None = None,
+               on_admission: AdmissionHook | None = None) -> FastAPI:
+    """`on_log_commit(rows, seconds)` is called after each prediction-log transaction, and
+    `on_admission(work, wait_s, refusal_reason)` at each admission decision (metrics)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await start_services(classify, settings, on_log_commit=on_log_commit)
+        services = await start_services(classify, settings, on_log_commit=on_log_commit,
+                                        on_admission=on_admission)
         app.state.services = services
         try:
             yield
