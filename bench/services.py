@@ -111,8 +111,11 @@ class RayServe:
         config_path: Path = REPO / "serve_config.yaml",
         num_cpus: int = 2,
         cluster_env: dict[str, str] | None = None,
+        cpu_list: str | None = None,
     ):
         self.workdir = workdir
+        # `taskset -c` cores for every Ray process (they inherit the affinity of `ray start`).
+        self.cpu_list = cpu_list
         self.cluster_env = cluster_env or {}  # for every Ray process: proxy, controller, replicas
         self.base_config = yaml.safe_load(config_path.read_text())
         self.num_cpus = num_cpus
@@ -148,6 +151,8 @@ class RayServe:
                "--disable-usage-stats"]  # fmt: skip
         for flag, port in ports.items():
             cmd += [flag, str(port)]
+        if self.cpu_list:
+            cmd = ["taskset", "-c", self.cpu_list, *cmd]
         log = open(self.workdir / "ray-start.log", "wb")  # noqa: SIM115 - lives as long as Ray
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=ray_process_env(**self.cluster_env), stdout=log, stderr=subprocess.STDOUT,
