@@ -2,8 +2,11 @@
 
 A count of waiting requests means different waits on a slow machine, a fast one and a GPU;
 a wait does not. The gate measures how fast its work completes (units per second of busy
-time, where busy means something was in flight) and estimates a newcomer's wait as the
-backlog ahead of it over that rate. Past the target the newcomer is refused with a
+time, where busy means something was in flight) and how long one unit takes when it does not
+queue (its service time, learnt only from units admitted while nothing queued, so a standing
+queue never passes for service). A newcomer's wait is then the time to clear the backlog
+ahead of it, less its own service time (Little's law: backlog / rate is the time in the
+gate). Past the target the newcomer is refused with a
 ``Retry-After`` that says when the backlog, and the clients already told to come back,
 will have been served. A count bound stays as a backstop against a rate not yet measured.
 
@@ -61,6 +64,8 @@ class AdmissionGate:
         self._done_units = 0.0  # exponentially weighted units completed ...
         self._busy_s = 0.0  # ... over exponentially weighted busy seconds
         self._last_event = clock()
+        self.service_s = 0.0  # time in the gate of a unit that did not queue, recently
+        self._first_sample = True
         # When the clients already told to retry will have been served: each refusal books
         # its slot after the previous one, so retries come back spread at the service rate.
         self._booked_until = 0.0
@@ -73,9 +78,9 @@ class AdmissionGate:
         return self._done_units / self._busy_s
 
     def expected_wait(self, cost: int = 1) -> float:
-        """Seconds until `cost` more units would be through the backlog (0 while unmeasured)."""
+        """Seconds `cost` more units would queue before their service (0 while unmeasured)."""
         rate = self.rate
-        return 0.0 if rate is None else (self.waiting + cost) / rate
+        return 0.0 if rate is None else max(0.0, (self.waiting + cost) / rate - self.service_s)
 
     @contextmanager
     def admit(self, cost: int = 1) -> Iterator[None]:
@@ -96,9 +101,15 @@ class AdmissionGate:
         try:
             yield
         finally:
-            self._advance(self._clock())
+            done = self._clock()
+            self._advance(done)
             self.waiting -= cost
             self._done_units += cost
+            if wait == 0.0:  # nothing queued ahead: its time was service alone
+                sample = done - now
+                self.service_s = sample if self._first_sample else (
+                    self.service_s + 0.2 * (sample - self.service_s))
+                self._first_sample = False
 
     def retry_after(self) -> int:
         """What a refusal now would answer, without booking a slot (health, tests)."""
@@ -110,7 +121,7 @@ class AdmissionGate:
         rate = self.rate
         if rate is None:
             return 1.0
-        return max(0.0, self.waiting / rate - self.target_wait_s)
+        return max(0.0, self.waiting / rate - self.service_s - self.target_wait_s)
 
     def _book_retry(self, now: float, cost: int) -> int:
         start = max(self._booked_until, now + self._drain_s())

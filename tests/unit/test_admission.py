@@ -108,6 +108,30 @@ def test_a_slower_service_admits_less_work_for_the_same_target():
     assert admitted[100] > 5 * admitted[10]
 
 
+def test_service_longer_than_the_target_is_not_mistaken_for_waiting():
+    # A service with room for everyone that takes 2 s per unit: nothing ever queues, so the
+    # gate must come to admit all 10 clients although each unit takes twice the 1 s target.
+    clock = Clock()
+    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
+    in_flight: list[tuple[float, object]] = []  # (finish time, held context)
+    refused_late = 0
+    for step in range(400):  # 40 s in steps of 0.1 s
+        clock.now += 0.1
+        for finish, ctx in [f for f in in_flight if f[0] <= clock.now]:
+            in_flight.remove((finish, ctx))
+            ctx.__exit__(None, None, None)
+        while len(in_flight) < 10:
+            ctx = gate.admit()
+            try:
+                ctx.__enter__()
+            except ServiceBusyError:
+                refused_late += step >= 200
+                break
+            in_flight.append((clock.now + 2.0, ctx))
+    assert gate.service_s == pytest.approx(2.0, rel=0.1)
+    assert refused_late == 0  # the second half: every client admitted
+
+
 def test_the_count_backstop_holds_before_any_rate_is_measured():
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=8, clock=Clock())
     held: list = []
