@@ -30,10 +30,6 @@ logger = logging.getLogger("ray.serve")
 # each batch at 5 texts; 64 lets @serve.batch fill batches of 10-30 under load.
 MODEL_MAX_ONGOING_REQUESTS = 64
 MODEL_MAX_QUEUED_REQUESTS = 256
-# Where cores are shared, the request path (proxy, ingress: hops, refusals) runs before the
-# forward pass: a refusal or a hop waiting behind a batch costs its client time, while
-# admission sizes the model's work to the rate it reaches on what is left.
-MODEL_NICENESS = 5
 
 
 def _assigned_cpus() -> int:
@@ -54,8 +50,6 @@ def _assigned_cpus() -> int:
 )
 class SentimentModel:
     def __init__(self) -> None:
-        if ray.is_initialized():  # a replica process of its own, never a test's process
-            os.nice(MODEL_NICENESS)
         threads = _assigned_cpus()
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         import torch
