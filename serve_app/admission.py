@@ -48,7 +48,7 @@ class AdmissionGate:
     """
 
     def __init__(self, work: str, *, target_wait_s: float, max_waiting: int,
-                 min_admitted: int = 4, rate_half_life_s: float = 1.0,
+                 min_admitted: int = 1, rate_half_life_s: float = 1.0,
                  max_retry_after_s: int = 60, on_decision: AdmissionHook | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.work = work

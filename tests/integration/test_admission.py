@@ -86,10 +86,11 @@ async def test_past_the_target_wait_requests_are_refused_at_once_and_admitted_on
         # Refused at once: never waiting as long as the target (a shared machine adds its
         # noise to every answer, so this bounds the 95th percentile, not each one).
         assert p95(refusal_s) < TARGET_WAIT_S
-        # Admitted: the target wait plus one request's service time (and half a second of
-        # slack for a shared machine). Without admission 24 clients would wait ~3 s here.
-        assert p95(served_s) <= TARGET_WAIT_S + service_s + 0.5
-
+        # Admitted: the target wait, the batch in progress and their own batch (Serve forms
+        # a batch as requests arrive and queues it behind the running one, so here every
+        # queued request costs a whole batch), plus a second of slack for a shared machine.
+        # Without admission 24 clients would wait ~13 s here (24 one-text batches).
+        assert p95(served_s) <= TARGET_WAIT_S + 2 * service_s + 1.0
         await asyncio.sleep(2 * TARGET_WAIT_S)  # the backlog drains
         after = [await timed_predict(client, user) for _ in range(6)]
         assert [status for status, *_ in after] == [200] * 6
