@@ -3,7 +3,7 @@
 A count of waiting requests means different waits on a slow machine, a fast one and a GPU;
 a wait does not. The gate measures how fast its work completes (units per second of busy
 time, where busy means something was in flight) and how long one unit takes when it does not
-queue (its service time, learnt only from units admitted while nothing queued, so a standing
+queue (its service time, learnt only from units admitted into an empty gate, so a standing
 queue never passes for service). A newcomer's wait is then the time to clear the backlog
 ahead of it, less its own service time (Little's law: backlog / rate is the time in the
 gate). Past the target the newcomer is refused with a
@@ -97,6 +97,7 @@ class AdmissionGate:
         self._notify(wait, reason)
         if reason is not None:
             raise ServiceBusyError(retry_after=self._book_retry(now, cost), reason=reason)
+        alone = self.waiting == 0
         self.waiting += cost
         try:
             yield
@@ -105,7 +106,7 @@ class AdmissionGate:
             self._advance(done)
             self.waiting -= cost
             self._done_units += cost
-            if wait == 0.0:  # nothing queued ahead: its time was service alone
+            if alone:  # nothing ahead of it: its time was service alone
                 sample = done - now
                 self.service_s = sample if self._first_sample else (
                     self.service_s + 0.2 * (sample - self.service_s))
