@@ -6,7 +6,10 @@ time, where busy means something was in flight) and how long one unit takes when
 queue (its service time, learnt only from units admitted into an empty gate, so a standing
 queue never passes for service). A newcomer's wait is then the time to clear the backlog
 ahead of it, less its own service time (Little's law: backlog / rate is the time in the
-gate). Past the target the newcomer is refused with a
+gate). A refusal also needs evidence of a queue: some admitted work has already been in the
+gate longer than the target (as CoDel looks at the sojourn of what is queued), so a rate
+learnt from a slow first call or a burst of large requests never refuses work that would in
+fact start at once. Past the target the newcomer is refused with a
 ``Retry-After`` that says when the backlog, and the clients already told to come back,
 will have been served. A count bound stays as a backstop against a rate not yet measured.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -64,6 +68,7 @@ class AdmissionGate:
         self._done_units = 0.0  # exponentially weighted units completed ...
         self._busy_s = 0.0  # ... over exponentially weighted busy seconds
         self._last_event = clock()
+        self._admitted_at: OrderedDict[object, float] = OrderedDict()  # in flight, oldest first
         self.service_s = 0.0  # time in the gate of a unit that did not queue, recently
         self._first_sample = True
         # When the clients already told to retry will have been served: each refusal books
@@ -92,16 +97,20 @@ class AdmissionGate:
         reason = None
         if self.waiting > 0 and self.waiting + cost > self.max_waiting:
             reason = BACKLOG_FULL
-        elif self.waiting >= self.min_admitted and wait > self.target_wait_s:
+        elif (self.waiting >= self.min_admitted and wait > self.target_wait_s
+              and self.oldest_age(now) > self.target_wait_s):
             reason = WAIT_OVER_TARGET
         self._notify(wait, reason)
         if reason is not None:
             raise ServiceBusyError(retry_after=self._book_retry(now, cost), reason=reason)
         alone = self.waiting == 0
         self.waiting += cost
+        token = object()
+        self._admitted_at[token] = now
         try:
             yield
         finally:
+            del self._admitted_at[token]
             done = self._clock()
             self._advance(done)
             self.waiting -= cost
@@ -111,6 +120,12 @@ class AdmissionGate:
                 self.service_s = sample if self._first_sample else (
                     self.service_s + 0.2 * (sample - self.service_s))
                 self._first_sample = False
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds the longest-held admitted work has been in the gate (0 when empty)."""
+        if not self._admitted_at:
+            return 0.0
+        return now - next(iter(self._admitted_at.values()))
 
     def retry_after(self) -> int:
         """What a refusal now would answer, without booking a slot (health, tests)."""

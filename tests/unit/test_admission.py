@@ -60,13 +60,14 @@ def test_the_rate_is_learnt_from_busy_time_and_idle_time_does_not_dilute_it():
 def test_requests_past_the_target_wait_are_refused_at_once_with_a_reason_and_retry_after():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    run_at_rate(gate, clock, units_per_s=20, seconds=5, concurrency=5)
     admitted: list = []
+    hold(gate, admitted)  # stuck for the whole run: evidence of a queue
+    run_at_rate(gate, clock, units_per_s=20, seconds=5, concurrency=5)
     with pytest.raises(ServiceBusyError) as refused:
         while True:  # nothing completes meanwhile: the backlog only grows
             hold(gate, admitted)
     # 20 units/s and a 1 s target: about 20 units may wait, not the 1000 of the count bound.
-    assert 15 <= len(admitted) <= 25
+    assert 15 <= len(admitted) <= 26
     assert refused.value.reason == WAIT_OVER_TARGET
     assert refused.value.retry_after >= 1
     for ctx in admitted:
@@ -78,8 +79,9 @@ def test_requests_past_the_target_wait_are_refused_at_once_with_a_reason_and_ret
 def test_refused_clients_are_told_to_come_back_spread_at_the_service_rate():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    run_at_rate(gate, clock, units_per_s=10, seconds=5, concurrency=5)
     held: list = []
+    hold(gate, held)  # stuck for the whole run: evidence of a queue
+    run_at_rate(gate, clock, units_per_s=10, seconds=5, concurrency=5)
     with pytest.raises(ServiceBusyError):
         while True:
             hold(gate, held)  # the backlog: one target of work
@@ -99,8 +101,9 @@ def test_a_slower_service_admits_less_work_for_the_same_target():
     for rate in (100, 10):
         clock = Clock()
         gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=10_000, clock=clock)
-        run_at_rate(gate, clock, units_per_s=rate, seconds=5, concurrency=8)
         held: list = []
+        hold(gate, held)  # stuck for the whole run: evidence of a queue
+        run_at_rate(gate, clock, units_per_s=rate, seconds=5, concurrency=8)
         with pytest.raises(ServiceBusyError):
             while True:
                 hold(gate, held)
@@ -130,6 +133,22 @@ def test_service_longer_than_the_target_is_not_mistaken_for_waiting():
             in_flight.append((clock.now + 2.0, ctx))
     assert gate.service_s == pytest.approx(2.0, rel=0.1)
     assert refused_late == 0  # the second half: every client admitted
+
+
+def test_a_low_rate_learnt_earlier_refuses_nothing_until_work_has_waited_past_the_target():
+    # One slow first call teaches a rate of 0.5 units/s; then a burst of large requests
+    # arrives at once. Nothing has waited yet, so all of it is admitted; once the oldest has
+    # been in the gate past the target, the estimate decides again.
+    clock = Clock()
+    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
+    with gate.admit():
+        clock.now += 2.0
+    held: list = []
+    for _ in range(4):
+        hold(gate, held, cost=64)
+    clock.now += 1.5
+    with pytest.raises(ServiceBusyError):
+        hold(gate, held)
 
 
 def test_the_count_backstop_holds_before_any_rate_is_measured():
