@@ -13,8 +13,9 @@ fact start at once. Past the target the newcomer is refused with a
 ``Retry-After`` that says when the backlog, and the clients already told to come back,
 will have been served. A count bound stays as a backstop against a rate not yet measured.
 
-The rate is learnt from the work admitted: a burst after a quiet spell is admitted in
-growing steps (each batch that completes raises the rate), never all at once.
+The rate is learnt from the work admitted: as more is admitted, batches grow and so does the
+measured rate. A burst into an idle gate is admitted (nothing has waited yet); what arrives
+once the first of it has waited past the target is decided by the estimate.
 """
 
 from __future__ import annotations
