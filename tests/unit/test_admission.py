@@ -48,6 +48,19 @@ def run_at_rate(gate: AdmissionGate, clock: Clock, *, units_per_s: float, second
         ctx.__exit__(None, None, None)
 
 
+def saturate(gate: AdmissionGate, clock: Clock, *, units_per_s: float,
+             concurrency: int) -> tuple[list, ServiceBusyError]:
+    """Run at a rate with one unit stuck throughout (a queue), then admit without completing
+    anything until refused: returns what was held and the refusal."""
+    held: list = []
+    hold(gate, held)
+    run_at_rate(gate, clock, units_per_s=units_per_s, seconds=5, concurrency=concurrency)
+    with pytest.raises(ServiceBusyError) as refused:
+        while True:
+            hold(gate, held)
+    return held, refused.value
+
+
 def test_the_rate_is_learnt_from_busy_time_and_idle_time_does_not_dilute_it():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
@@ -60,16 +73,11 @@ def test_the_rate_is_learnt_from_busy_time_and_idle_time_does_not_dilute_it():
 def test_requests_past_the_target_wait_are_refused_at_once_with_a_reason_and_retry_after():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    admitted: list = []
-    hold(gate, admitted)  # stuck for the whole run: evidence of a queue
-    run_at_rate(gate, clock, units_per_s=20, seconds=5, concurrency=5)
-    with pytest.raises(ServiceBusyError) as refused:
-        while True:  # nothing completes meanwhile: the backlog only grows
-            hold(gate, admitted)
+    admitted, refusal = saturate(gate, clock, units_per_s=20, concurrency=5)
     # 20 units/s and a 1 s target: about 20 units may wait, not the 1000 of the count bound.
     assert 15 <= len(admitted) <= 26
-    assert refused.value.reason == WAIT_OVER_TARGET
-    assert refused.value.retry_after >= 1
+    assert refusal.reason == WAIT_OVER_TARGET
+    assert refusal.retry_after >= 1
     for ctx in admitted:
         ctx.__exit__(None, None, None)
     with gate.admit():  # the backlog is gone: admitted again
@@ -79,12 +87,7 @@ def test_requests_past_the_target_wait_are_refused_at_once_with_a_reason_and_ret
 def test_refused_clients_are_told_to_come_back_spread_at_the_service_rate():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    held: list = []
-    hold(gate, held)  # stuck for the whole run: evidence of a queue
-    run_at_rate(gate, clock, units_per_s=10, seconds=5, concurrency=5)
-    with pytest.raises(ServiceBusyError):
-        while True:
-            hold(gate, held)  # the backlog: one target of work
+    saturate(gate, clock, units_per_s=10, concurrency=5)  # the backlog: one target of work
     answers = []
     for _ in range(40):
         with pytest.raises(ServiceBusyError) as refused:
@@ -101,12 +104,7 @@ def test_a_slower_service_admits_less_work_for_the_same_target():
     for rate in (100, 10):
         clock = Clock()
         gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=10_000, clock=clock)
-        held: list = []
-        hold(gate, held)  # stuck for the whole run: evidence of a queue
-        run_at_rate(gate, clock, units_per_s=rate, seconds=5, concurrency=8)
-        with pytest.raises(ServiceBusyError):
-            while True:
-                hold(gate, held)
+        held, _ = saturate(gate, clock, units_per_s=rate, concurrency=8)
         admitted[rate] = len(held)
     assert admitted[100] > 5 * admitted[10]
 
