@@ -37,9 +37,12 @@ migrate: setup
 # Serve on http://127.0.0.1:8000 in the foreground; Ctrl-C stops it and its local Ray cluster.
 # OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) in the environment turn tracing
 # on: every Ray process inherits them, with the Ray Serve switches derived from them.
+# `make run SERVICE_CPUS=0` holds the service (every Ray process) to core 0 (taskset -c).
+SERVICE_CPUS ?=
 run: migrate
 	ray_tracing_env=$$($(BIN)/python -m deployments.tracing_env) && \
-	env $$ray_tracing_env $(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
+	env $$ray_tracing_env $(if $(SERVICE_CPUS),taskset -c $(SERVICE_CPUS)) \
+	$(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -48,7 +51,8 @@ test: setup-dev
 bench: setup-dev
 	$(BIN)/python -m bench.run_bench $(BENCH_ARGS)
 
-# 500 locust users against a running service (`make run`): bench/load.json.
+# 500 locust users against a running service (`make run`): bench/load.json. Users honour
+# Retry-After; LOAD_ARGS="--start-service --service-cpus 0" loads a private service on core 0.
 LOAD_HOST ?= http://127.0.0.1:8000
 load: setup-dev
 	$(BIN)/python -m bench.run_load --host $(LOAD_HOST) $(LOAD_ARGS)

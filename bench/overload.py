@@ -3,9 +3,9 @@
     flock /tmp/sentiment-heavy.lock .venv/bin/python -m bench.overload            # own cluster
     .venv/bin/python -m bench.overload --host http://127.0.0.1:8000 --concurrency 2000
 
-Started here, the service runs serve_config.yaml as shipped: each ingress replica lets 384
-requests wait for the model (deployments/ingress.py) and answers the rest 503 + Retry-After,
-so 800 clients pass it on two cores. Counts every answer by status, checks each 503 carries Retry-After,
+Started here, the service runs serve_config.yaml as shipped: each ingress replica admits the
+requests that can start on the model within the target wait (serve_app/admission.py) and
+answers the rest 503 + Retry-After, so 800 clients pass it on two cores. Counts every answer by status, checks each 503 carries Retry-After,
 and reports how fast rejections come back compared with served requests: shedding load means
 fast 503s, never client time-outs.
 """

@@ -58,10 +58,11 @@ class RayCluster:
     """
 
     def __init__(self, *, log_dir: Path, env: dict[str, str] | None = None,
-                 stop_grace_s: float = 5):
+                 stop_grace_s: float = 5, cpu_list: str | None = None):
         self.log_dir = log_dir
         self.env = ray_process_env(**{**shipped_ray_env(), **(env or {})})
         self.stop_grace_s = stop_grace_s
+        self.cpu_list = cpu_list  # `taskset -c` for every node: its Ray processes inherit it
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.metrics_export_port = free_port()  # the head's Prometheus export
@@ -157,6 +158,8 @@ class RayCluster:
         log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the node
         self._logs.append(log)
         command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args]
+        if self.cpu_list:
+            command = ["taskset", "-c", self.cpu_list, *command]
         self._processes.append(subprocess.Popen(
             command, cwd=REPO_ROOT, env={**self.env, **node_ports_env(), **(extra_env or {})}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,

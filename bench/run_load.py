@@ -3,8 +3,10 @@ started here (a private Ray cluster with serve_config.yaml on free ports).
 
     .venv/bin/python -m bench.run_load --host http://127.0.0.1:8000       # = make load
     flock /tmp/sentiment-heavy.lock .venv/bin/python -m bench.run_load --start-service
+    .venv/bin/python -m bench.run_load --start-service --service-cpus 0   # the service on core 0
 
-Prints requests/s, p50/p99 and failures; writes bench/load.json.
+Prints requests/s, the shares served and shed, p99 of served answers and of refusals, and
+failures; writes bench/load.json.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def main() -> int:
     parser.add_argument("--host", default="http://127.0.0.1:8000")
     parser.add_argument("--start-service", action="store_true",
                         help="start a private Ray cluster with serve_config.yaml and load it")
+    parser.add_argument("--service-cpus", metavar="LIST",
+                        help="with --start-service: hold every Ray process to these cores "
+                             "(taskset -c LIST), e.g. 0 for half of a 2-core machine")
     parser.add_argument("--users", type=int, default=500)
     # Each new user costs two argon2 operations (sign-up, log-in): ~0.15 CPU-s each here, so
     # arrivals are paced to leave the two cores to the traffic being measured.
@@ -43,15 +48,17 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.start_service:
-        with scratch_dir() as work, RayServe(work) as service:
+        with scratch_dir() as work, RayServe(work, cpu_list=args.service_cpus) as service:
             service.deploy(service.config())
             summary = run_locust(service.url, args)
     else:
         summary = run_locust(args.host, args)
     predict = summary["by_request"].get("/predict", {})
-    print(f"{summary['users']} users: {summary['requests']} requests, {summary['failures']} "
-          f"failures, {summary['rps']} req/s, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} "
-          f"ms (/predict p99 {predict.get('p99_ms')} ms)")  # fmt: skip
+    print(f"{summary['users']} users: {summary['requests']} answers in {summary['duration_s']} s, "
+          f"{summary['rps']} req/s; served {summary['served_share']:.1%}, shed "
+          f"{summary['shed_share']:.1%}, {summary['failures']} failures; served p50 "
+          f"{summary['p50_ms']} ms, p99 {summary['p99_ms']} ms (/predict p99 "
+          f"{predict.get('p99_ms')} ms); refusals p99 {summary['p99_shed_ms']} ms")  # fmt: skip
     return 0 if summary["failures"] == 0 else 1
 
 

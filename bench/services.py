@@ -112,13 +112,17 @@ class RayServe:
         config_path: Path = REPO / "serve_config.yaml",
         num_cpus: int = 2,
         cluster_env: dict[str, str] | None = None,
+        cpu_list: str | None = None,
     ):
         self.workdir = workdir
+        # `taskset -c` cores for every Ray process (they inherit the affinity of `ray start`).
+        self.cpu_list = cpu_list
         self.cluster_env = cluster_env or {}  # for every Ray process: proxy, controller, replicas
         self.base_config = yaml.safe_load(config_path.read_text())
         self.num_cpus = num_cpus
         # The cluster's own processes get up to a minute to shut down cleanly.
-        self.cluster = RayCluster(log_dir=workdir, env=self.cluster_env, stop_grace_s=60)
+        self.cluster = RayCluster(log_dir=workdir, env=self.cluster_env, stop_grace_s=60,
+                                  cpu_list=cpu_list)
         self.gcs_port, self.dashboard_port = self.cluster.gcs_port, self.cluster.dashboard_port
         self.metrics_port, self.http_port = self.cluster.metrics_export_port, free_port()
         self.database_url = f"sqlite+aiosqlite:///{workdir / 'sentiment.db'}"

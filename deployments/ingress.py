@@ -27,9 +27,11 @@ from deployments.metrics import (
 )
 from deployments.text_groups import flatten, regroup
 from deployments.tracing import start_app_tracing, traceparent_per_text
+from serve_app.admission import AdmissionGate
 from serve_app.app import create_app
 from serve_app.classifier import Prediction
 from serve_app.errors import ModelUnavailableError
+from serve_app.settings import get_settings
 from serve_app.tracing import current_traceparent
 
 # Measured on 2 CPU cores (see serve_config.yaml): every request waits here while the
@@ -46,11 +48,11 @@ MODEL_BUSY_RETRY_AFTER_S = 1
 COALESCE_MAX_TEXTS = 8
 COALESCE_MAX_REQUESTS = 32
 MODEL_CALLS_IN_FLIGHT = 4
-# Requests of this replica waiting for the model, beyond which new ones get 503 +
-# Retry-After at once: about 3 s of work on 2 cores. Kept below max_ongoing_requests so that
-# load is shed here and not in Serve's proxy queue, whose router polls a full replica with
-# growing back-off and leaves the model idle while clients wait.
-MAX_WAITING_FOR_MODEL = 384
+# Admission (serve_app/admission.py): a request whose texts could not start on the model within
+# ADMISSION_TARGET_WAIT_SECONDS gets 503 + Retry-After at once. Its count backstop
+# (ADMISSION_MAX_WAITING_TEXTS) stays below max_ongoing_requests so that load is shed here and
+# not in Serve's proxy queue, whose router polls a full replica with growing back-off and
+# leaves the model idle while clients wait.
 
 
 @serve.deployment(
@@ -63,27 +65,25 @@ class APIIngress:
     def __init__(self, model: DeploymentHandle) -> None:
         self._model = model
         self._metrics = IngressMetrics()
-        self._waiting = 0  # requests of this replica waiting for the model
+        settings = get_settings()
+        self._admission = AdmissionGate(
+            "model", target_wait_s=settings.admission_target_wait_seconds,
+            max_waiting=settings.admission_max_waiting_texts,
+            on_decision=self._metrics.observe_admission)
         start_app_tracing()
 
     def __serve_build_asgi_app__(self):
-        app = create_app(self.classify, on_log_commit=self._metrics.observe_db_commit)
+        app = create_app(self.classify, on_log_commit=self._metrics.observe_db_commit,
+                         on_admission=self._metrics.observe_admission)
         app.add_middleware(RejectionMetricsMiddleware, ingress_metrics=self._metrics)
         return app
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
-        if self._waiting >= MAX_WAITING_FOR_MODEL:
-            note_rejection(MODEL_OVERLOADED)
-            raise ModelUnavailableError("The model is overloaded; retry shortly.",
-                                        retry_after=MODEL_BUSY_RETRY_AFTER_S)
-        self._waiting += 1
         traceparent = current_traceparent()  # None unless tracing: carried to the model
-        try:
+        with self._admission.admit(len(texts)):  # or 503 + Retry-After at once
             if len(texts) > COALESCE_MAX_TEXTS:
                 return await self._call_model(texts, traceparent_per_text([texts], [traceparent]))
             return await self._classify_coalesced(texts, traceparent)
-        finally:
-            self._waiting -= 1
 
     # No wait: a call leaves at once when one is free, and requests queue only while every
     # call is out, so sharing calls never delays a request on an idle service.

@@ -36,6 +36,7 @@ CACHE_HITS = "sentiment_cache_hits"
 CACHE_MISSES = "sentiment_cache_misses"
 CACHE_HIT_RATIO = "sentiment_cache_hit_ratio"
 REJECTED = "sentiment_rejected_requests"
+ADMISSION_WAIT = "sentiment_admission_wait_seconds"
 
 # Status code -> why a request was turned away. 409 (name taken) and 404 are answers, not
 # rejections, so they are not counted.
@@ -168,6 +169,18 @@ class IngressMetrics:
         self.db_rows = _histogram(
             DB_WRITE_ROWS, "Prediction rows per committed transaction.", BATCH_SIZE_BOUNDARIES
         )
+        self.admission_wait = _histogram(
+            ADMISSION_WAIT, "Wait before a request's work could start (backlog over the measured "
+            "rate), as admission saw it, by work and outcome.", LATENCY_BOUNDARIES_S,
+            ("work", "outcome"),
+        )  # fmt: skip
+
+    def observe_admission(self, work: str, wait_s: float, refused: str | None) -> None:
+        """Admission hook: one call per decision; a refusal notes its reason for the counter."""
+        outcome = "admitted" if refused is None else "refused"
+        self.admission_wait.observe(wait_s, tags={"work": work, "outcome": outcome})
+        if refused is not None:
+            note_rejection(f"{work}_{refused}")
 
     def observe_model_call(self, seconds: float) -> None:
         self.stage.observe(seconds, tags={"stage": "model_call"})

@@ -21,6 +21,9 @@ class ModelConfig(BaseModel):
     max_length: int = Field(128, ge=8, le=4096)
     cache_size: int = Field(4096, ge=0)  # 0 disables the result cache
     device: str | None = None  # None: CUDA when the replica has a GPU, else CPU
+    # Seconds added to every batch: a deliberately slow model, to watch admission and
+    # shedding (tests, demos) on a machine of any speed. 0 in service.
+    batch_delay_s: float = Field(0.0, ge=0.0, le=60.0)
 
     @classmethod
     def from_user_config(cls, user_config: dict | None) -> "ModelConfig":

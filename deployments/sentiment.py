@@ -170,6 +170,8 @@ class SentimentModel:
             for i, answer in zip(mine, regroup(rows, members)):
                 answers[i] = answer
         windows = count_texts(groups)
+        if self._config.batch_delay_s:
+            await asyncio.sleep(self._config.batch_delay_s)
         tokenize_s = self._tokenizer_timer.take_seconds() if self._tokenizer_timer else 0.0
         ended = time.perf_counter()
         waits = [started - t for t in arrived_at]  # windows of one call waited alike

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from serve_app import api_key_routes, auth, history_routes, routes
+from serve_app.admission import AdmissionGate, AdmissionHook
 from serve_app.api_keys import ApiKeyVerifier, derive_hash_key
 from serve_app.body_limit import BodySizeLimitMiddleware
 from serve_app.db import (
@@ -26,6 +27,7 @@ from serve_app.db import (
     check_schema_at_head,
     create_engine,
     create_session_factory,
+    create_write_path,
 )
 from serve_app.deps import Classify, Services
 from serve_app.errors import install_error_handlers
@@ -58,7 +60,8 @@ def in_process_classify(classifier: SentimentClassifier) -> Classify:
 
 
 async def start_services(classify: Classify, settings: Settings, *,
-                         on_log_commit: LogCommitHook | None = None) -> Services:
+                         on_log_commit: LogCommitHook | None = None,
+                         on_admission: AdmissionHook | None = None) -> Services:
     secret_key = resolve_secret_key(settings)  # production without a strong key stops here
     engine = create_engine(settings)
     try:
@@ -67,11 +70,12 @@ async def start_services(classify: Classify, settings: Settings, *,
         await engine.dispose()
         raise
     sessions = create_session_factory(engine)
+    writes = create_write_path(settings)
     prediction_log = None
     if settings.prediction_logging:
         prediction_log = PredictionLog(sessions, max_batch=settings.prediction_log_max_batch,
                                        timeout_s=settings.prediction_log_timeout_seconds,
-                                       on_commit=on_log_commit)
+                                       writes=writes, on_commit=on_log_commit)
         prediction_log.start()
     else:
         log.warning("PREDICTION_LOGGING is off: predictions are not written to the database")
@@ -87,9 +91,12 @@ async def start_services(classify: Classify, settings: Settings, *,
                         expire_minutes=settings.access_token_expire_minutes)
     api_keys = ApiKeyVerifier(sessions, hash_key=derive_hash_key(secret_key),
                               cache_ttl_s=settings.api_key_cache_seconds)
+    hashing = AdmissionGate("password_hash", target_wait_s=settings.admission_target_wait_seconds,
+                            max_waiting=settings.admission_max_waiting_hashes,
+                            on_decision=on_admission)
     return Services(settings=settings, classify=classify, engine=engine, sessions=sessions,
-                    prediction_log=prediction_log, tokens=tokens, api_keys=api_keys,
-                    rate_limits=rate_limits)
+                    writes=writes, prediction_log=prediction_log, tokens=tokens,
+                    api_keys=api_keys, rate_limits=rate_limits, hashing=hashing)
 
 
 async def stop_services(services: Services) -> None:
@@ -98,16 +105,20 @@ async def stop_services(services: Services) -> None:
     await services.api_keys.close()
     await services.rate_limits.backend.close()
     await services.engine.dispose()
+    services.writes.close()
 
 
 def create_app(classify: Classify, settings: Settings | None = None, *,
-               on_log_commit: LogCommitHook | None = None) -> FastAPI:
-    """`on_log_commit(rows, seconds)` is called after each prediction-log transaction (metrics)."""
+               on_log_commit: LogCommitHook | None = None,
+               on_admission: AdmissionHook | None = None) -> FastAPI:
+    """`on_log_commit(rows, seconds)` is called after each prediction-log transaction, and
+    `on_admission(work, wait_s, refusal_reason)` at each admission decision (metrics)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await start_services(classify, settings, on_log_commit=on_log_commit)
+        services = await start_services(classify, settings, on_log_commit=on_log_commit,
+                                        on_admission=on_admission)
         app.state.services = services
         try:
             yield

@@ -78,11 +78,14 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 @router.post("/", status_code=status.HTTP_201_CREATED, response_model=UserPublic,
              responses={409: {"model": ErrorResponse, "description": USERNAME_TAKEN}})
-async def register(body: UserCreate, session: SessionDep) -> UserPublic:
-    user = User(username=body.username, hashed_password=await hash_password(body.password))
+async def register(body: UserCreate, services: ServicesDep, session: SessionDep) -> UserPublic:
+    with services.hashing.admit():  # refused at once (503) if hashes queue past the target
+        hashed = await hash_password(body.password)
+    user = User(username=body.username, hashed_password=hashed)
     session.add(user)
     try:
-        await session.commit()
+        async with services.writes.turn():  # in line with the prediction log, never starved
+            await session.commit()
     except exc.IntegrityError:
         # The unique constraint decides, so two racing sign-ups cannot both win.
         await session.rollback()
@@ -110,10 +113,11 @@ async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
     await session.close()
     password_ok = False
     if len(form.password) <= PASSWORD_MAX:
-        if user is None:
-            await verify_against_dummy(form.password)  # same work as for a wrong password
-        else:
-            password_ok = await verify_password(form.password, user.hashed_password)
+        with services.hashing.admit():
+            if user is None:
+                await verify_against_dummy(form.password)  # same work as for a wrong password
+            else:
+                password_ok = await verify_password(form.password, user.hashed_password)
     if user is None or not password_ok:
         await limits.login_failed(form.username, client)
         raise unauthorized(BAD_CREDENTIALS)

@@ -18,9 +18,11 @@ from sqlalchemy import event, exc, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from serve_app.db_pool import FairAsyncQueuePool
 from serve_app.models import Prediction
 from serve_app.settings import Settings
 from serve_app.tracing import traced
+from serve_app.write_path import DatabaseBusyError, WritePath
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,16 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
     exc.DisconnectionError,
-    exc.TimeoutError,  # pool exhausted
+    exc.TimeoutError,  # pool exhausted (answered as busy: see is_busy)
 )
+
+
+def is_busy(err: BaseException) -> bool:
+    """The database answers but is over its bound: every pooled connection stayed in use past
+    the pool timeout, or SQLite's write lock stayed taken past the busy timeout."""
+    if isinstance(err, exc.TimeoutError):
+        return True
+    return isinstance(err, exc.OperationalError) and "database is locked" in str(err.orig)
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -54,7 +64,10 @@ def safe_url(url: str) -> str:
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # Writes queue on the WritePath first; SQLite's own busy wait is only the backstop for
+        # writers outside this service (migrations, scripts), bounded like the path.
+        busy_ms = int(settings.db_write_wait_seconds * 1000)
+        engine = create_async_engine(url, connect_args={"timeout": settings.db_write_wait_seconds})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -62,7 +75,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.close()
 
         return engine
@@ -71,6 +84,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args["charset"] = "utf8mb4"
     return create_async_engine(
         url,
+        poolclass=FairAsyncQueuePool,  # waits for a connection are served first come, first served
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
@@ -78,6 +92,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
         connect_args=connect_args,
     )
+
+
+def create_write_path(settings: Settings) -> WritePath:
+    return WritePath.for_url(settings.database_url, max_wait_s=settings.db_write_wait_seconds)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -158,9 +176,11 @@ class PredictionLog:
     """
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession], *, max_batch: int = 512,
-                 timeout_s: float = 15.0,
+                 timeout_s: float = 15.0, writes: WritePath | None = None,
                  on_commit: Callable[[int, float], None] | None = None) -> None:
         self._session_factory = session_factory
+        # The one ordered path of every write on SQLite (sign-ups wait their turn beside us).
+        self._writes = writes or WritePath(sqlite=False, sqlite_file=None, max_wait_s=timeout_s)
         # Called with (rows, seconds) after each committed transaction: a metrics hook.
         self._on_commit = on_commit
         self._max_batch = max_batch
@@ -222,13 +242,22 @@ class PredictionLog:
                 for pending in group:
                     await self._commit_group([pending])
                 return
-            _settle(group, UserGoneError("the user of this request no longer exists"))
+            _settle(group, lambda: UserGoneError("the user of this request no longer exists"))
+        except DatabaseBusyError as err:
+            log.warning("prediction log: database busy: %s", err)
+            _settle(group, lambda: DatabaseBusyError(retry_after=err.retry_after))
         except UNAVAILABLE_ERRORS as err:
-            log.warning("prediction log: database unavailable: %s", err)
-            _settle(group, DatabaseUnavailableError("the database is unavailable"))
+            if is_busy(err):
+                log.warning("prediction log: database busy: %s", err)
+                retry_after = self._writes.retry_after()
+                _settle(group, lambda: DatabaseBusyError(retry_after=retry_after))
+            else:
+                log.warning("prediction log: database unavailable: %s", err)
+                _settle(group, lambda: DatabaseUnavailableError("the database is unavailable"))
         except Exception as err:  # keep the writer alive whatever happens to one transaction
             log.exception("prediction log: transaction failed")
-            _settle(group, DatabaseUnavailableError(f"the prediction log failed: {type(err).__name__}"))
+            why = f"the prediction log failed: {type(err).__name__}"
+            _settle(group, lambda: DatabaseUnavailableError(why))
         else:
             _settle(group, None)
 
@@ -236,12 +265,13 @@ class PredictionLog:
         # One multi-row INSERT ... RETURNING id (SQLite >= 3.35, MariaDB >= 10.5, MySQL through
         # SQLAlchemy's insertmanyvalues): no ORM object per row, ids in the rows' order.
         values = [row for pending in group for row in pending.rows]
-        started = time.perf_counter()
-        async with self._session_factory() as session:
-            result = await session.execute(_INSERT_RETURNING_ID, values)
-            ids = list(result.scalars())
-            await session.commit()
-        seconds = time.perf_counter() - started
+        async with self._writes.turn():
+            started = time.perf_counter()
+            async with self._session_factory() as session:
+                result = await session.execute(_INSERT_RETURNING_ID, values)
+                ids = list(result.scalars())
+                await session.commit()
+            seconds = time.perf_counter() - started
         offset = 0
         for pending in group:
             pending.ids = ids[offset : offset + len(pending.rows)]
@@ -256,7 +286,7 @@ class PredictionLog:
                 log.exception("prediction log: on_commit hook failed")
 
 
-def _settle(group: list[_Pending], error: BaseException | None) -> None:
+def _settle(group: list[_Pending], error: Callable[[], BaseException] | None) -> None:
     for pending in group:
         if pending.done.done():
             continue
@@ -264,4 +294,4 @@ def _settle(group: list[_Pending], error: BaseException | None) -> None:
             pending.done.set_result(None)
         else:
             # A fresh exception per waiter: one instance raised in many tasks tangles tracebacks.
-            pending.done.set_exception(type(error)(*error.args))
+            pending.done.set_exception(error())

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from serve_app.admission import AdmissionGate
 from serve_app.api_keys import ApiKeyVerifier
 from serve_app.db import PredictionLog
 from serve_app.ratelimit import RateLimits
 from serve_app.security import TokenCodec
 from serve_app.settings import Settings
+from serve_app.write_path import WritePath
 
 if TYPE_CHECKING:
     from serve_app.classifier import Prediction
@@ -42,10 +44,12 @@ class Services:
     classify: Classify
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    writes: WritePath  # every write transaction takes its turn here (ordered on SQLite)
     prediction_log: PredictionLog | None
     tokens: TokenCodec
     api_keys: ApiKeyVerifier
     rate_limits: RateLimits
+    hashing: AdmissionGate  # password hashes of sign-ups and log-ins
     model: ModelInfo = field(default_factory=ModelInfo)
 
 

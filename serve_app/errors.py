@@ -9,8 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_app.db import UNAVAILABLE_ERRORS, DatabaseUnavailableError
+from serve_app.admission import ServiceBusyError
+from serve_app.db import UNAVAILABLE_ERRORS, DatabaseUnavailableError, is_busy
 from serve_app.tracing import trace_id_headers
+from serve_app.write_path import DATABASE_BUSY
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,18 @@ def _unavailable(detail: str, retry_after: int) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
-    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if is_busy(exc):  # it answers, over its bound: busy, not down
+            log.warning("database busy: %s: %s", type(exc).__name__, exc)
+            services = getattr(request.app.state, "services", None)
+            retry_after = services.writes.retry_after() if services else retry_after_seconds
+            return _unavailable(DATABASE_BUSY, retry_after)
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return _unavailable(DATABASE_UNAVAILABLE, retry_after_seconds)
+
+    async def service_busy(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceBusyError)
+        return _unavailable(exc.detail, exc.retry_after)
 
     async def model_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ModelUnavailableError)
@@ -63,6 +74,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
         return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500,
                             headers=trace_id_headers(request.scope))
 
+    app.add_exception_handler(ServiceBusyError, service_busy)
     app.add_exception_handler(DatabaseUnavailableError, database_unavailable)
     for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, database_unavailable)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from serve_app.admission import ServiceBusyError
 from serve_app.auth import AUTH_ERRORS, INVALID_TOKEN, CurrentUser, unauthorized
 from serve_app.db import UserGoneError, ping, safe_url
 from serve_app.deps import Services, ServicesDep, SessionDep
@@ -59,7 +60,7 @@ def _unit(value: float) -> float:
 async def classify(services: Services, texts: list[str]) -> list["Prediction"]:
     try:
         predictions = await services.classify(texts)
-    except ModelUnavailableError:
+    except (ModelUnavailableError, ServiceBusyError):
         raise
     except TimeoutError as err:
         raise ModelUnavailableError() from err

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout_seconds: float = Field(10.0, gt=0)
     db_connect_timeout_seconds: int = Field(5, ge=1)
+    db_write_wait_seconds: float = Field(
+        5.0, gt=0, description="longest wait for a write's turn on SQLite before 503 busy")
 
     # Auth
     secret_key: SecretStr | None = Field(
@@ -54,6 +56,12 @@ class Settings(BaseSettings):
     prediction_logging: bool = Field(True, description="false only for model-path benchmarks")
     prediction_log_max_batch: int = Field(512, ge=1)
     prediction_log_timeout_seconds: float = Field(15.0, gt=0)
+
+    # Admission: work that could not start within the target wait is refused at once (503 +
+    # Retry-After); the count bounds are a backstop while the service rate is not yet measured.
+    admission_target_wait_seconds: float = Field(1.0, gt=0)
+    admission_max_waiting_texts: int = Field(384, ge=1, description="per ingress replica")
+    admission_max_waiting_hashes: int = Field(64, ge=1, description="sign-ups and log-ins")
 
     # Health and overload
     health_timeout_seconds: float = Field(5.0, gt=0)
