@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from serve_app.app import create_app, in_process_classify
@@ -192,3 +193,11 @@ def redis_url() -> str:
     except redis.exceptions.RedisError as err:
         unavailable(f"Redis not reachable at {REDIS_TEST_URL}: {err}")
     return REDIS_TEST_URL
+
+
+@pytest.fixture
+def tiny_hf_dir(tmp_path) -> Path:
+    """A tiny random Hugging Face classifier with the packaged tokenizer (tests/unit)."""
+    from tiny_models import tiny_hf_model_dir  # beside the unit tests that use it
+
+    return tiny_hf_model_dir(tmp_path)
