@@ -72,7 +72,7 @@ def create_baseline_app() -> FastAPI:
             await session.commit()
         return PredictionOut(id=row.id, text=text, label=row.label, score=row.score,
                              scores=prediction.scores, model_version=row.model_version,
-                             created_at=row.created_at)  # fmt: skip
+                             created_at=row.created_at, windows=prediction.windows)  # fmt: skip
 
     @app.post("/predict", response_model=PredictionOut)
     async def predict(body: PredictRequest, user: CurrentUser,  # type: ignore[valid-type]
