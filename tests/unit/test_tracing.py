@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import make_settings
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +18,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from deployments.tracing import record_model_batch, traceparent_per_text
 from serve_app import tracing
 from serve_app.app import create_app
+from serve_app.settings import Settings
 from serve_app.tracing import current_traceparent, span
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -100,7 +100,7 @@ async def test_an_unhandled_error_still_carries_its_trace_id(database_url, regis
     async def wrong_count(texts):
         return []  # a classifier bug: the route raises, the last-resort handler answers 500
 
-    app = create_app(wrong_count, make_settings(database_url))
+    app = create_app(wrong_count, Settings(database_url=database_url, secret_key="k" * 40, redis_url=None))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
