@@ -120,7 +120,8 @@ def _first_success_after(load: SteadyLoad, since: float, timeout_s: float) -> fl
 def test_upgrade_drains_requests_in_flight(stack):
     """A redeploy that replaces every replica: slow requests in flight when it starts finish."""
     ingress_before, model_before = stack.ingress_pids(), stack.model_pids()
-    slow_texts = [f"long review number {i}: " + "the staff were friendly and helpful. " * 60
+    # One model window each (about 120 tokens): slow as a full batch, not a long text of many.
+    slow_texts = [f"long review number {i}: " + "the staff were friendly and helpful. " * 14
                   for i in range(64)]
 
     with SteadyLoad(stack.url, stack.token, concurrency=4, label="upgrade") as load, \

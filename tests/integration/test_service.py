@@ -13,6 +13,8 @@ import sqlalchemy as sa
 
 from serve_stack import PASSWORD, ServeInstance, signup_and_login, sync_url
 
+from serve_app.settings import Settings
+
 pytestmark = pytest.mark.ray
 
 POSITIVE = "I absolutely love this, it is wonderful and works perfectly!"
@@ -110,7 +112,7 @@ async def test_bad_input_is_a_4xx_with_a_message_never_a_500(instance):
         user = await signup_and_login(client, prefix="bad")
         cases = [
             ("/predict", {"json": {"text": "   "}}),
-            ("/predict", {"json": {"text": "x" * 5001}}),
+            ("/predict", {"json": {"text": "x" * (Settings().max_text_chars + 1)}}),
             ("/predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
             ("/predict/batch", {"json": {"texts": []}}),
             ("/predict/batch", {"json": {"texts": ["ok"] * 65}}),
