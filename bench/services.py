@@ -123,8 +123,7 @@ class RayServe:
         # The cluster's own processes get up to a minute to shut down cleanly.
         self.cluster = RayCluster(log_dir=workdir, env=self.cluster_env, stop_grace_s=60,
                                   cpu_list=cpu_list)
-        self.gcs_port, self.dashboard_port = self.cluster.gcs_port, self.cluster.dashboard_port
-        self.metrics_port, self.http_port = self.cluster.metrics_export_port, free_port()
+        self.http_port = free_port()
         self.database_url = f"sqlite+aiosqlite:///{workdir / 'sentiment.db'}"
 
     @property
@@ -133,7 +132,12 @@ class RayServe:
 
     @property
     def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        return self.cluster.dashboard_url
+
+    @property
+    def metrics_port(self) -> int:
+        """The head's Prometheus export."""
+        return self.cluster.metrics_export_port
 
     @property
     def root_pid(self) -> int:

@@ -22,7 +22,7 @@ export const $ = (selector, root = document) => root.querySelector(selector);
 
 /** A scrollable data table: `head` names its columns (a label, or { label, className }),
  * `rows` are its <tr> elements. */
-export function dataTable({ id, caption, head, rows }) {
+export function dataTable({ id, caption, head, rows, className = "table" }) {
   const headers = head.flat().map((column) => {
     const { label, className } = typeof column === "object" && !(column instanceof Node) ? column : { label: column };
     return el("th", { scope: "col", className }, label);
@@ -32,7 +32,7 @@ export function dataTable({ id, caption, head, rows }) {
     { className: "table-wrap" },
     el(
       "table",
-      { className: "table", id },
+      { className, id },
       el("caption", { className: "visually-hidden" }, caption),
       el("thead", {}, el("tr", {}, headers)),
       el("tbody", {}, rows),
@@ -116,18 +116,8 @@ export function probabilityChart(scores, { caption = "Probability per label" } =
  * `rows`: the <tr> elements.
  */
 export function cardTable({ id, caption, columns, rows }) {
-  return el(
-    "div",
-    { className: "table-wrap" },
-    el(
-      "table",
-      { className: "table table--cards", id },
-      el("caption", { className: "visually-hidden" }, caption),
-      el("thead", {}, el("tr", {}, columns.map(([heading, numeric]) =>
-        el("th", { scope: "col", className: numeric ? "num" : null }, heading)))),
-      el("tbody", {}, rows),
-    ),
-  );
+  const head = columns.map(([label, numeric]) => ({ label, className: numeric ? "num" : null }));
+  return dataTable({ id, caption, head, rows, className: "table table--cards" });
 }
 
 /** "3 windows" beside a result whose text was longer than the model reads at once; else nothing. */
