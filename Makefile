@@ -11,10 +11,12 @@ export RAY_AUTH_MODE ?= token
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 # The Ray processes' own switches (HAProxy ingress, throughput-optimized Serve): one file for
-# `make run`, the bench, the image and the cluster. A value set in the environment wins.
+# `make run`, the bench, the image and the cluster. A value set in the environment wins. Only
+# `serve run` gets them: in a driver such as pytest, throughput mode would move handles' routers
+# onto the caller's event loop, which synchronous callers do not have.
 RAY_SERVE_ENV_FILE := configs/ray-serve.env
-$(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE)),\
-  $(eval export $(firstword $(subst =, ,$(line))) ?= $(word 2,$(subst =, ,$(line)))))
+RAY_SERVE_ENV := $(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE)),\
+  $(firstword $(subst =, ,$(line)))=$(or $($(firstword $(subst =, ,$(line)))),$(word 2,$(subst =, ,$(line)))))
 
 .PHONY: setup setup-dev migrate run test bench load
 
@@ -41,7 +43,7 @@ migrate: setup
 SERVICE_CPUS ?=
 run: migrate
 	ray_tracing_env=$$($(BIN)/python -m deployments.tracing_env) && \
-	env $$ray_tracing_env $(if $(SERVICE_CPUS),taskset -c $(SERVICE_CPUS)) \
+	env $(RAY_SERVE_ENV) $$ray_tracing_env $(if $(SERVICE_CPUS),taskset -c $(SERVICE_CPUS)) \
 	$(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
 
 test: setup-dev
