@@ -66,10 +66,16 @@ def measure(work: Path, args, raw_rate: Callable[[float, Path], dict],
             baseline_rows = _run(_sweep(url, "baseline, fast model", _baseline_pid(url), args))
     print("fast model: ours ...", flush=True)
     report.print_header()
+    ours_rows = measure_ours(work, model_dir, args, cluster_env, "ours, fast model")
+    return report.summarize_fast(raw, baseline_rows, ours_rows)
+
+
+def measure_ours(work: Path, model_dir: Path, args, cluster_env: dict[str, str],
+                 label: str) -> list[dict]:
+    """The steps' rows of our service on a private cluster, serving the tiny model."""
     with RayServe(work, cluster_env=cluster_env) as service:
         service.deploy(service.config(user_config={"model_dir": str(model_dir)}))
-        ours_rows = _run(_sweep(service.url, "ours, fast model", service.root_pid, args))
-    return report.summarize_fast(raw, baseline_rows, ours_rows)
+        return _run(_sweep(service.url, label, service.root_pid, args))
 
 
 def _run(coro: Awaitable[list[dict]]) -> list[dict]:

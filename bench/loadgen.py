@@ -4,11 +4,17 @@ A closed loop measures what a server sustains at a fixed number of requests in f
 servers are compared at the same concurrency rather than at an arrival rate one of them cannot
 keep up with. Requests already in flight when the window closes are awaited and counted, so slow
 servers are not flattered by dropping their slowest requests.
+
+Clients behave like those of a service that sheds load (as bench/locustfile.py's users do): a
+503 or 429 with Retry-After is waited out and the same request sent again, at most MAX_RETRIES
+times. Such an answer is counted as `shed`; `errors` are the requests that still failed, and a
+request's latency runs from its first attempt to its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import statistics
 import time
@@ -16,6 +22,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import aiohttp
+
+MAX_RETRIES = 5
+RETRY_JITTER_S = 1.0  # added at random to Retry-After, so refused clients return spread out
 
 SAMPLE_TEXTS = [
     "I absolutely love this product, it works perfectly.",
@@ -43,7 +52,8 @@ class LoadResult:
     errors: int
     elapsed_s: float
     latencies_ms: list[float] = field(default_factory=list, repr=False)
-    status_counts: dict[str, int] = field(default_factory=dict)
+    status_counts: dict[str, int] = field(default_factory=dict)  # final answers
+    shed: int = 0  # 503/429 answers with Retry-After that were waited out and retried
 
     @property
     def rps(self) -> float:
@@ -116,12 +126,22 @@ async def run_closed_loop(
 
         async def one(record: bool) -> None:
             started = time.perf_counter()
-            try:
-                async with session.post(route, json=next_body(), headers=headers) as resp:
-                    await resp.read()
-                    status = str(resp.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                status = type(exc).__name__
+            body = next_body()
+            for attempt in range(MAX_RETRIES + 1):
+                retry_after = None
+                try:
+                    async with session.post(route, json=body, headers=headers) as resp:
+                        await resp.read()
+                        status = str(resp.status)
+                        if resp.status in (429, 503):
+                            retry_after = _retry_after(resp.headers.get("Retry-After"))
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    status = type(exc).__name__
+                if retry_after is None or attempt == MAX_RETRIES:
+                    break
+                if record:
+                    result.shed += 1
+                await asyncio.sleep(retry_after + RETRY_JITTER_S * random.random())
             if not record:
                 return
             result.status_counts[status] = result.status_counts.get(status, 0) + 1
@@ -147,6 +167,13 @@ async def run_closed_loop(
         await asyncio.gather(*(client(start + duration_s, True) for _ in range(concurrency)))
         result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _retry_after(header: str | None) -> float | None:
+    try:
+        return max(0.0, float(header)) if header is not None else None
+    except ValueError:
+        return None
 
 
 async def obtain_token(base_url: str, username: str, password: str) -> str:

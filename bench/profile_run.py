@@ -2,7 +2,8 @@
 
     flock /tmp/sentiment-heavy.lock .venv/bin/python -m bench.profile_run [--route /predict]
 
-Starts the service (serve_config.yaml, private cluster), drives /predict at concurrency 32,
+Starts the service (serve_config.yaml, private cluster; `--fast`: serving the bench's tiny
+random classifier, so the path around the model shows), drives the route at `--concurrency`,
 samples each Serve process with py-spy for the middle of the run, and prints per process the
 functions holding the most samples (inclusive), leaving out the event-loop frames every
 sample shares. Raw collapsed stacks are kept under bench/profile/ for flame graphs.
@@ -20,6 +21,7 @@ import httpx
 
 from bench.loadgen import obtain_token, run_closed_loop
 from bench.services import BIN, REPO, RayServe, ray_auth_headers, scratch_dir
+from bench.tiny_model import build_tiny_model
 
 PROCESSES = {"ProxyActor": "proxy", "ServeReplica:sentiment:APIIngress": "ingress",
              "ServeReplica:sentiment:SentimentModel": "model"}  # fmt: skip
@@ -55,10 +57,11 @@ def top_frames(raw: Path, limit: int) -> list[tuple[str, float]]:
     return [(f, n / total) for f, n in inclusive.most_common() if f not in shared][:limit]
 
 
-async def drive(url: str, route: str, seconds: float) -> dict:
+async def drive(url: str, route: str, seconds: float, concurrency: int) -> dict:
     token = await obtain_token(url, "profile_user", "profile-password-1")
     texts = 32 if route == "/predict/batch" else 1
-    result = await run_closed_loop(url, token, route=route, concurrency=32, duration_s=seconds,
+    result = await run_closed_loop(url, token, route=route, concurrency=concurrency,
+                                   duration_s=seconds,
                                    texts_per_request=texts, warmup_s=2)  # fmt: skip
     return result.summary()
 
@@ -67,12 +70,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--route", default="/predict")
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--fast", action="store_true", help="serve the tiny random classifier")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     out = REPO / "bench" / "profile"
     out.mkdir(exist_ok=True)
     with scratch_dir() as work, RayServe(work) as service:
-        service.deploy(service.config())
+        user_config = {"model_dir": str(build_tiny_model(work / "tiny-model"))} if args.fast else {}
+        service.deploy(service.config(user_config=user_config))
         pids = serve_pids(service)
         spies = {
             name: subprocess.Popen(
@@ -83,7 +89,7 @@ def main() -> None:
             )  # fmt: skip
             for name, pid in pids.items()
         }
-        load = asyncio.run(drive(service.url, args.route, args.seconds))
+        load = asyncio.run(drive(service.url, args.route, args.seconds, args.concurrency))
         for proc in spies.values():
             proc.wait(60)
     print(f"load during the profile: {load}")

@@ -6,7 +6,7 @@ import math
 import platform
 
 COLUMNS = (("server", 44), ("route", 15), ("concurrency", 5), ("rps", 8), ("sentences_per_s", 9),
-           ("p50_ms", 9), ("p95_ms", 9), ("p99_ms", 9), ("errors", 6))  # fmt: skip
+           ("p50_ms", 9), ("p95_ms", 9), ("p99_ms", 9), ("errors", 6), ("shed", 6))  # fmt: skip
 HEADINGS = {"concurrency": "conc", "rps": "req/s", "sentences_per_s": "sent/s"}
 
 
@@ -51,6 +51,7 @@ def summarize(raw: dict, baseline: list[dict], ours: dict, args) -> dict:
         "batch_vs_raw_concurrency": best_batch["concurrency"],
         "errors": sum(r["errors"] for r in sweep),
         "baseline_errors": sum(r["errors"] for r in baseline),
+        "shed": sum(r.get("shed", 0) for r in sweep),
         "ratios_by_concurrency": {
             route: {
                 str(c): {
@@ -93,13 +94,14 @@ def summarize_fast(raw: dict, baseline: list[dict], ours: list[dict]) -> dict:
         "batch_vs_raw_ratio": _ratio(_get(ours, "/predict/batch", 8, "sentences_per_s"), raw32),
         "errors": sum(r["errors"] for r in ours),
         "baseline_errors": sum(r["errors"] for r in baseline),
+        "shed": sum(r.get("shed", 0) for r in ours),
         "ours": ours,
         "baseline": baseline,
     }  # fmt: skip
 
 
 FAST_KEYS = ("throughput_ratio_c32", "throughput_ratio_c128", "p50_ratio_c1", "batch_vs_raw_ratio",
-             "errors", "baseline_errors")  # fmt: skip
+             "errors", "baseline_errors", "shed")  # fmt: skip
 
 
 def print_fast_summary(fast: dict) -> None:
@@ -125,7 +127,7 @@ def print_summary(results: dict) -> None:
         cells = ", ".join(f"c{c}: x{v['throughput']} rps, p99 x{v['p99']}" for c, v in by_c.items())
         print(f"  {route:<15} {cells}")
     keys = ("throughput_ratio_c32", "p99_ratio_c32", "batch_vs_raw_ratio", "errors",
-            "baseline_errors", "logging_on_vs_off_ratio_c32",
+            "baseline_errors", "shed", "logging_on_vs_off_ratio_c32",
             "chosen_vs_default_max_ongoing_ratio_c32", "cache_hit_ratio")  # fmt: skip
     for key in keys:
         if key in results:

@@ -1,20 +1,19 @@
-"""What tracing costs: the same closed-loop load with tracing off and with every request traced.
+"""What tracing costs: `make bench`'s fast-model steps with tracing off and with every request
+traced (OTEL_TRACES_SAMPLER=always_on).
 
     flock /tmp/sentiment-heavy.lock .venv/bin/python -m bench.tracing_cost
 
-Two private clusters in turn (bench.services.RayServe, serve_config.yaml): one with no
-OpenTelemetry variable, one with OTEL_EXPORTER_OTLP_ENDPOINT pointing at a local OTLP/HTTP sink
-and OTEL_TRACES_SAMPLER=always_on (plus the Ray Serve switches derived from them, as `make run`
-sets them). Each gets /predict at each concurrency with repeated texts (the model's result cache
-answers: a near-free model, so the request path is what is measured) and with unique texts
-(every text batched through the model). Prints requests/s, latency percentiles and the CPU
-milliseconds per request spent by each kind of Ray process (proxy, ingress, model, the rest).
+Private clusters in turn, off and on alternating (`--rounds` pairs), each serving the tiny
+random classifier of the bench's fast-model mode (bench/fast_model.py), so the forward pass is
+nearly free and what tracing adds to the request path is what shows. "On" is the shipped
+configuration with OTEL_EXPORTER_OTLP_ENDPOINT pointing at a local OTLP/HTTP sink and the Ray
+Serve switches derived from it, as `make run` sets them. Each row carries the CPU account per
+request by process role (bench/cpu_account.py). Writes bench/tracing_cost.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import threading
@@ -24,14 +23,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import psutil
-
-from bench.loadgen import obtain_token, run_closed_loop
-from bench.services import REPO, RayServe, scratch_dir
+from bench import report
+from bench.fast_model import measure_ours
+from bench.services import REPO, scratch_dir
+from bench.tiny_model import build_tiny_model
 from deployments.tracing_env import ray_tracing_env
-
-USER, PASSWORD = "bench_user", "bench-password-123"
-PROCESS_KINDS = (("Proxy", "proxy"), ("APIIngress", "ingress"), ("SentimentModel", "model"))
 
 
 @contextmanager
@@ -60,72 +56,62 @@ def otlp_sink() -> Iterator[tuple[str, Counter]]:
         server.server_close()
 
 
-def cpu_seconds_by_kind(root_pid: int) -> Counter:
-    """CPU seconds (user + system) so far of every process under `root_pid`, by kind."""
-    totals: Counter = Counter()
-    root = psutil.Process(root_pid)
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            title = " ".join(proc.cmdline())
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        kind = next((k for marker, k in PROCESS_KINDS if marker in title), "other")
-        totals[kind] += times.user + times.system
-    return totals
+def otel_env(endpoint: str) -> dict[str, str]:
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "sentiment-serve-bench", "OTEL_TRACES_SAMPLER": "always_on"}
+    return {**otel, **ray_tracing_env(otel)}
 
 
-async def measure(service: RayServe, *, concurrency: int, repeated: bool, seconds: float) -> dict:
-    token = await obtain_token(service.url, USER, PASSWORD)
-    pool = 8 if repeated else None
-    await run_closed_loop(service.url, token, route="/predict", concurrency=concurrency,
-                          duration_s=2.0, warmup_s=0, text_pool=pool)  # warm-up, not counted
-    before = cpu_seconds_by_kind(service.proc.pid)
-    result = await run_closed_loop(service.url, token, route="/predict", concurrency=concurrency,
-                                   duration_s=seconds, warmup_s=0, text_pool=pool)
-    after = cpu_seconds_by_kind(service.proc.pid)
-    summary = result.summary()
-    requests = max(1, summary["requests"])
-    cpu_ms = {kind: round((after[kind] - before[kind]) * 1000 / requests, 2)
-              for kind in ("proxy", "ingress", "model", "other")}
-    return {"texts": "repeated" if repeated else "unique", "concurrency": concurrency,
-            "rps": summary["rps"], "p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"],
-            "errors": summary["errors"], "cpu_ms_per_request": cpu_ms,
-            "cpu_ms_total": round(sum(cpu_ms.values()), 2)}
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per step and mode: the median over rounds of req/s, p50 and CPU ms per request."""
+    by_step: dict[tuple, dict[str, list[dict]]] = {}
+    for row in rows:
+        key = (row["route"], row["concurrency"])
+        by_step.setdefault(key, {}).setdefault(row["tracing"], []).append(row)
+    summary = []
+    for (route, concurrency), modes in by_step.items():
+        line = {"route": route, "concurrency": concurrency}
+        for mode, found in modes.items():
+            line[mode] = {"rps": _median([r["rps"] for r in found]),
+                          "p50_ms": _median([r["p50_ms"] for r in found]),
+                          "cpu_ms_total": _median([r["cpu_ms_per_request"]["total"]
+                                                   for r in found])}
+        if "off" in modes and "on" in modes:
+            line["rps_on_vs_off"] = round(line["on"]["rps"] / line["off"]["rps"], 3)
+        summary.append(line)
+    return summary
 
 
-def run_mode(work: Path, label: str, cluster_env: dict[str, str], args) -> list[dict]:
-    rows = []
-    with RayServe(work, cluster_env=cluster_env) as service:
-        service.deploy(service.config())
-        for repeated in (True, False):
-            for concurrency in args.concurrency:
-                row = {"tracing": label, **asyncio.run(measure(
-                    service, concurrency=concurrency, repeated=repeated, seconds=args.duration))}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-    return rows
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else round((ordered[middle - 1] + ordered[middle]) / 2, 2)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--rounds", type=int, default=1, help="off/on pairs, alternating")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per load step")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of load per cluster")
+    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs, alternating")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "tracing_cost.json")
     args = parser.parse_args()
     rows: list[dict] = []
     with otlp_sink() as (endpoint, received), scratch_dir() as work:
-        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_SERVICE_NAME": "sentiment-serve-bench", "OTEL_TRACES_SAMPLER": "always_on"}
+        model_dir = build_tiny_model(work / "tiny-model")
         for _ in range(args.rounds):
-            rows += run_mode(work, "off", {}, args)
-            rows += run_mode(work, "on", {**otel, **ray_tracing_env(otel)}, args)
+            for mode, env in (("off", {}), ("on", otel_env(endpoint))):
+                print(f"tracing {mode} ...", flush=True)
+                report.print_header()
+                found = measure_ours(work, model_dir, args, env, f"ours, tracing {mode}")
+                rows += [{"tracing": mode, **row} for row in found]
         exported = dict(received)
+    summary = summarize(rows)
+    for line in summary:
+        print(json.dumps(line))
     print(f"OTLP sink received {exported.get('exports', 0)} exports, "
           f"{exported.get('bytes', 0)} bytes")
-    args.out.write_text(json.dumps({"rows": rows, "otlp_received": exported}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"summary": summary, "rows": rows, "otlp_received": exported},
+                                   indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

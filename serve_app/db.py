@@ -158,6 +158,11 @@ async def check_schema_at_head(engine: AsyncEngine) -> None:
 
 
 _INSERT_RETURNING_ID = insert(Prediction).returning(Prediction.id, sort_by_parameter_order=True)
+# SQLAlchemy has no implicit sentinel for SQLite: asked to keep the rows' order there, it sends
+# one INSERT (and one thread hop of aiosqlite) per row. SQLite numbers the rows of one INSERT in
+# VALUES order (each new rowid is the largest so far + 1), so one multi-row INSERT and its ids
+# sorted give every row its id.
+_INSERT_RETURNING_ID_UNORDERED = insert(Prediction).returning(Prediction.id)
 
 
 @dataclass
@@ -262,14 +267,19 @@ class PredictionLog:
             _settle(group, None)
 
     async def _commit(self, group: list[_Pending]) -> None:
-        # One multi-row INSERT ... RETURNING id (SQLite >= 3.35, MariaDB >= 10.5, MySQL through
-        # SQLAlchemy's insertmanyvalues): no ORM object per row, ids in the rows' order.
+        # One multi-row INSERT ... RETURNING id (SQLite >= 3.35, MariaDB >= 10.5) through Core on
+        # the session's connection: no ORM object or ORM bulk bookkeeping per row.
         values = [row for pending in group for row in pending.rows]
         async with self._writes.turn():
             started = time.perf_counter()
             async with self._session_factory() as session:
-                result = await session.execute(_INSERT_RETURNING_ID, values)
-                ids = list(result.scalars())
+                conn = await session.connection()
+                if conn.dialect.name == "sqlite":
+                    result = await conn.execute(_INSERT_RETURNING_ID_UNORDERED, values)
+                    ids = sorted(result.scalars())
+                else:
+                    result = await conn.execute(_INSERT_RETURNING_ID, values)
+                    ids = list(result.scalars())
                 await session.commit()
             seconds = time.perf_counter() - started
         offset = 0

@@ -50,6 +50,19 @@ async def committed_texts(sessions, ids: list[int]) -> list[str]:
                                           .order_by(Prediction.id)))
 
 
+async def test_every_row_of_grouped_multi_row_writes_gets_its_own_id(sessions, owner):
+    log = PredictionLog(sessions)
+    log.start()
+    batches = [[row(owner, f"batch {b} row {r}") for r in range(1 + b % 7)] for b in range(40)]
+    all_ids = await asyncio.gather(*(log.write(batch) for batch in batches))
+    await log.close()
+
+    assert log.transactions < len(batches)  # the batches shared transactions
+    for batch, ids in zip(batches, all_ids, strict=True):
+        assert ids == sorted(ids)  # a request's rows are numbered in its texts' order
+        assert await committed_texts(sessions, ids) == [r["text"] for r in batch]
+
+
 async def test_concurrent_writes_share_transactions_and_are_committed_on_return(sessions, owner):
     log = PredictionLog(sessions)
     log.start()
