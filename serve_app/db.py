@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from serve_app.db_pool import FairAsyncQueuePool
 from serve_app.models import Prediction
 from serve_app.settings import Settings
+from serve_app.sqlite_writer import SqliteThreadWriter, apply_sqlite_pragmas, sqlite_file_url
 from serve_app.tracing import traced
 from serve_app.write_path import DatabaseBusyError, WritePath
 
@@ -66,17 +67,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if is_sqlite(url):
         # Writes queue on the WritePath first; SQLite's own busy wait is only the backstop for
         # writers outside this service (migrations, scripts), bounded like the path.
-        busy_ms = int(settings.db_write_wait_seconds * 1000)
         engine = create_async_engine(url, connect_args={"timeout": settings.db_write_wait_seconds})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # WAL lets readers run beside the log writer; foreign keys are off by default.
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cursor.close()
+            apply_sqlite_pragmas(dbapi_conn, settings.db_write_wait_seconds)
 
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": settings.db_connect_timeout_seconds}
@@ -190,6 +185,11 @@ class PredictionLog:
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._timeout_s = timeout_s
+        # A SQLite file is written from a thread of the log's own (one hop per commit).
+        engine = session_factory.kw.get("bind")
+        sqlite_url = sqlite_file_url(engine.url) if engine is not None else None
+        self._sqlite = sqlite_url and SqliteThreadWriter(
+            sqlite_url, busy_timeout_s=self._writes.max_wait_s)
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0  # committed transactions, for tests and metrics
@@ -205,6 +205,9 @@ class PredictionLog:
             await self._queue.put(None)
             await self._writer
             self._writer = None
+        if self._sqlite:
+            await asyncio.to_thread(self._sqlite.close)
+            self._sqlite = None
 
     @traced("prediction_log.commit")
     async def write(self, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -267,20 +270,19 @@ class PredictionLog:
             _settle(group, None)
 
     async def _commit(self, group: list[_Pending]) -> None:
-        # One multi-row INSERT ... RETURNING id (SQLite >= 3.35, MariaDB >= 10.5) through Core on
-        # the session's connection: no ORM object or ORM bulk bookkeeping per row.
+        # One multi-row INSERT ... RETURNING id (SQLite >= 3.35, MariaDB >= 10.5) through Core:
+        # no ORM object or ORM bulk bookkeeping per row.
         values = [row for pending in group for row in pending.rows]
         async with self._writes.turn():
             started = time.perf_counter()
-            async with self._session_factory() as session:
-                conn = await session.connection()
-                if conn.dialect.name == "sqlite":
-                    result = await conn.execute(_INSERT_RETURNING_ID_UNORDERED, values)
-                    ids = sorted(result.scalars())
-                else:
-                    result = await conn.execute(_INSERT_RETURNING_ID, values)
-                    ids = list(result.scalars())
-                await session.commit()
+            if self._sqlite:
+                ids = await self._sqlite.run(
+                    lambda conn: sorted(conn.execute(_INSERT_RETURNING_ID_UNORDERED, values).scalars()))
+            else:
+                async with self._session_factory() as session:
+                    conn = await session.connection()
+                    ids = list((await conn.execute(_INSERT_RETURNING_ID, values)).scalars())
+                    await session.commit()
             seconds = time.perf_counter() - started
         offset = 0
         for pending in group:
