@@ -83,7 +83,7 @@ def main() -> None:
         spies = {
             name: subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
-                 str(int(args.seconds - 6)), "--rate", "50", "--nonblocking", "--format", "raw",
+                 str(int(args.seconds - 6)), "--rate", "200", "--nonblocking", "--threads", "--format", "raw",
                  "--output", str(out / f"{name}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip

@@ -16,6 +16,13 @@ will have been served. A count bound stays as a backstop against a rate not yet 
 The rate is learnt from the work admitted: as more is admitted, batches grow and so does the
 measured rate. A burst into an idle gate is admitted (nothing has waited yet); what arrives
 once the first of it has waited past the target is decided by the estimate.
+
+A refusal's Retry-After is a reservation: a client (the user, where the caller names one) that
+comes back at the time it was given is admitted even while newcomers are refused, so under
+sustained overload a client that honours Retry-After is served on its next try instead of
+competing again with every new arrival. The slots are spread at the service rate, so what they
+admit is the work the gate could clear; a client back early is told the time that is left.
+Reservations are kept by the gate that gave them (one per ingress replica).
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 SERVICE_BUSY = "The service is busy; retry after the number of seconds in Retry-After."
 
@@ -34,6 +42,15 @@ BACKLOG_FULL = "backlog_full"
 
 # (work, estimated wait in seconds, refusal reason or None when admitted): a metrics hook.
 AdmissionHook = Callable[[str, float, str | None], None]
+
+# A reservation holds from a little before its time (clients' clocks, rounding) until long
+# after it (think time, jitter); the oldest are dropped past the bound.
+RESERVATION_EARLY_S = 0.5
+RESERVATION_HOLD_S = 30.0
+MAX_RESERVATIONS = 10_000
+
+# Who is asking, for the gate's reservations: set by the route around its model call.
+admission_client: ContextVar[Hashable | None] = ContextVar("admission_client", default=None)
 
 
 class ServiceBusyError(RuntimeError):
@@ -75,6 +92,7 @@ class AdmissionGate:
         # When the clients already told to retry will have been served: each refusal books
         # its slot after the previous one, so retries come back spread at the service rate.
         self._booked_until = 0.0
+        self._reservations: OrderedDict[Hashable, float] = OrderedDict()  # client -> slot
 
     @property
     def rate(self) -> float | None:
@@ -89,21 +107,31 @@ class AdmissionGate:
         return 0.0 if rate is None else max(0.0, (self.waiting + cost) / rate - self.service_s)
 
     @contextmanager
-    def admit(self, cost: int = 1) -> Iterator[None]:
+    def admit(self, cost: int = 1, client: Hashable | None = None) -> Iterator[None]:
         """Hold `cost` units of admitted work for the body of the with, or raise
-        ServiceBusyError at once."""
+        ServiceBusyError at once. `client` (default: the admission_client of the context)
+        keeps the reservation a refusal gives it."""
         now = self._clock()
         self._advance(now)
+        client = admission_client.get() if client is None else client
+        slot = self._reservations.get(client) if client is not None else None
+        reserved = slot is not None and slot - RESERVATION_EARLY_S <= now <= slot + RESERVATION_HOLD_S
         wait = self.expected_wait(cost)
         reason = None
         if self.waiting > 0 and self.waiting + cost > self.max_waiting:
             reason = BACKLOG_FULL
-        elif (self.waiting >= self.min_admitted and wait > self.target_wait_s
+        elif (not reserved and self.waiting >= self.min_admitted and wait > self.target_wait_s
               and self.oldest_age(now) > self.target_wait_s):
             reason = WAIT_OVER_TARGET
         self._notify(wait, reason)
         if reason is not None:
-            raise ServiceBusyError(retry_after=self._book_retry(now, cost), reason=reason)
+            if slot is not None and slot - RESERVATION_EARLY_S > now:  # back early: same slot
+                retry_after = self._clamp(slot - now)
+            else:
+                retry_after = self._clamp(self._book(now, cost, client) - now)
+            raise ServiceBusyError(retry_after=retry_after, reason=reason)
+        if reserved:
+            del self._reservations[client]
         alone = self.waiting == 0
         self.waiting += cost
         token = object()
@@ -140,10 +168,17 @@ class AdmissionGate:
             return 1.0
         return max(0.0, self.waiting / rate - self.service_s - self.target_wait_s)
 
-    def _book_retry(self, now: float, cost: int) -> int:
+    def _book(self, now: float, cost: int, client: Hashable | None) -> float:
+        """The next free slot (when the backlog and the slots booked before will be served),
+        reserved for `client`."""
         start = max(self._booked_until, now + self._drain_s())
         self._booked_until = start + cost / (self.rate or 1.0)
-        return self._clamp(start - now)
+        if client is not None:
+            self._reservations.pop(client, None)
+            self._reservations[client] = start
+            while len(self._reservations) > MAX_RESERVATIONS:
+                self._reservations.popitem(last=False)
+        return start
 
     def _clamp(self, seconds: float) -> int:
         return min(self.max_retry_after_s, max(1, math.ceil(seconds)))

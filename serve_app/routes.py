@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from serve_app.admission import ServiceBusyError
+from serve_app.admission import ServiceBusyError, admission_client
 from serve_app.auth import AUTH_ERRORS, INVALID_TOKEN, CurrentUser, unauthorized
 from serve_app.db import UserGoneError, ping, safe_url
 from serve_app.deps import Services, ServicesDep, SessionDep
@@ -79,7 +79,11 @@ async def predict_and_log(services: Services, user: TokenUser, texts: list[str])
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, RATE_LIMITED,
                             headers=retry_after_header(wait))
     started = time.perf_counter()
-    predictions = await classify(services, texts)
+    client = admission_client.set(user.id)  # a refusal's Retry-After is this user's slot
+    try:
+        predictions = await classify(services, texts)
+    finally:
+        admission_client.reset(client)
     latency_ms = (time.perf_counter() - started) * 1000.0
     # The rate counts windows: a long text's extra windows are charged once they are known.
     extra_windows = sum(p.windows for p in predictions) - len(texts)

@@ -13,6 +13,7 @@ from serve_app.admission import (
     WAIT_OVER_TARGET,
     AdmissionGate,
     ServiceBusyError,
+    admission_client,
 )
 
 
@@ -24,9 +25,9 @@ class Clock:
         return self.now
 
 
-def hold(gate: AdmissionGate, held: list, cost: int = 1) -> None:
+def hold(gate: AdmissionGate, held: list, cost: int = 1, client: str | None = None) -> None:
     """Admit and keep holding (the context stays referenced, so it is not closed)."""
-    ctx = gate.admit(cost)
+    ctx = gate.admit(cost, client)
     ctx.__enter__()
     held.append(ctx)
 
@@ -174,3 +175,47 @@ def test_every_decision_reaches_the_metrics_hook():
         with pytest.raises(ServiceBusyError):
             hold(gate, [])
     assert seen == [("password_hash", None), ("password_hash", BACKLOG_FULL)]
+
+
+def test_a_client_back_at_its_retry_after_is_admitted_while_newcomers_are_refused():
+    clock = Clock()
+    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
+    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    with pytest.raises(ServiceBusyError) as refused:
+        hold(gate, held, client="alice")
+    clock.now += refused.value.retry_after  # the backlog is as long as before
+    with pytest.raises(ServiceBusyError):
+        hold(gate, held, client="bob")  # a newcomer is refused ...
+    hold(gate, held, client="alice")  # ... the client with the reservation is admitted
+    with pytest.raises(ServiceBusyError):  # once: the reservation is used up
+        hold(gate, held, client="alice")
+
+
+def test_a_client_back_early_keeps_its_slot_and_is_told_the_time_left():
+    clock = Clock()
+    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
+    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    for _ in range(30):  # others ahead in the schedule
+        with pytest.raises(ServiceBusyError):
+            hold(gate, held)
+    with pytest.raises(ServiceBusyError) as first:
+        hold(gate, held, client="alice")
+    assert first.value.retry_after >= 3
+    clock.now += 1.0
+    with pytest.raises(ServiceBusyError) as early:
+        hold(gate, held, client="alice")
+    assert early.value.retry_after == first.value.retry_after - 1  # not pushed further back
+
+
+def test_the_client_of_the_context_is_the_default():
+    clock = Clock()
+    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
+    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    token = admission_client.set(42)
+    try:
+        with pytest.raises(ServiceBusyError) as refused:
+            hold(gate, held)
+        clock.now += refused.value.retry_after
+        hold(gate, held)  # 42's reservation
+    finally:
+        admission_client.reset(token)
