@@ -64,6 +64,7 @@ MODEL_CALLS_IN_FLIGHT = 4
 class APIIngress:
     def __init__(self, model: DeploymentHandle) -> None:
         self._model = model
+        self._model_calls = 0  # handle calls in flight
         self._metrics = IngressMetrics()
         settings = get_settings()
         self._admission = AdmissionGate(
@@ -81,7 +82,9 @@ class APIIngress:
     async def classify(self, texts: list[str]) -> list[Prediction]:
         traceparent = current_traceparent()  # None unless tracing: carried to the model
         with self._admission.admit(len(texts)):  # or 503 + Retry-After at once
-            if len(texts) > COALESCE_MAX_TEXTS:
+            # A large request, or one with no call in flight to share with, goes in a call of
+            # its own, past the batcher's queue and task hops.
+            if len(texts) > COALESCE_MAX_TEXTS or self._model_calls == 0:
                 return await self._call_model(texts, traceparent_per_text([texts], [traceparent]))
             return await self._classify_coalesced(texts, traceparent)
 
@@ -97,6 +100,7 @@ class APIIngress:
     async def _call_model(self, texts: list[str],
                           traceparents: list[str | None] | None) -> list[Prediction]:
         started = time.perf_counter()
+        self._model_calls += 1
         try:
             try:
                 predictions = await self._model.classify.remote(texts, traceparents)
@@ -117,3 +121,5 @@ class APIIngress:
             note_rejection(MODEL_UNAVAILABLE)
             raise ModelUnavailableError("The model has no running replica; retry shortly.",
                                         retry_after=MODEL_BUSY_RETRY_AFTER_S) from exc
+        finally:
+            self._model_calls -= 1

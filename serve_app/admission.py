@@ -18,10 +18,11 @@ measured rate. A burst into an idle gate is admitted (nothing has waited yet); w
 once the first of it has waited past the target is decided by the estimate.
 
 A refusal's Retry-After is a reservation: a client (the user, where the caller names one) that
-comes back at the time it was given is admitted even while newcomers are refused, so under
-sustained overload a client that honours Retry-After is served on its next try instead of
-competing again with every new arrival. The slots are spread at the service rate, so what they
-admit is the work the gate could clear; a client back early is told the time that is left.
+comes back at the time it was given is admitted up to RESERVED_WAIT_FACTOR times the target
+while newcomers are refused, so under sustained overload a client that honours Retry-After is
+served on its next try instead of competing again with every new arrival. The slots are spread
+at the service rate, so what they admit is the work the gate could clear; a client back early
+is told the time that is left.
 Reservations are kept by the gate that gave them (one per ingress replica).
 """
 
@@ -43,6 +44,9 @@ BACKLOG_FULL = "backlog_full"
 # (work, estimated wait in seconds, refusal reason or None when admitted): a metrics hook.
 AdmissionHook = Callable[[str, float, str | None], None]
 
+# A client back at its slot may wait this much longer than a newcomer: it is served before
+# newcomers, yet a rate estimated too high cannot let the booked slots grow the queue unbounded.
+RESERVED_WAIT_FACTOR = 1.5
 # A reservation holds from a little before its time (clients' clocks, rounding) until long
 # after it (think time, jitter); the oldest are dropped past the bound.
 RESERVATION_EARLY_S = 0.5
@@ -117,11 +121,12 @@ class AdmissionGate:
         slot = self._reservations.get(client) if client is not None else None
         reserved = slot is not None and slot - RESERVATION_EARLY_S <= now <= slot + RESERVATION_HOLD_S
         wait = self.expected_wait(cost)
+        limit = self.target_wait_s * (RESERVED_WAIT_FACTOR if reserved else 1.0)
         reason = None
         if self.waiting > 0 and self.waiting + cost > self.max_waiting:
             reason = BACKLOG_FULL
-        elif (not reserved and self.waiting >= self.min_admitted and wait > self.target_wait_s
-              and self.oldest_age(now) > self.target_wait_s):
+        elif (self.waiting >= self.min_admitted and wait > limit
+              and self.oldest_age(now) > limit):
             reason = WAIT_OVER_TARGET
         self._notify(wait, reason)
         if reason is not None:

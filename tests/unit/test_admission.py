@@ -10,6 +10,7 @@ import pytest
 
 from serve_app.admission import (
     BACKLOG_FULL,
+    RESERVED_WAIT_FACTOR,
     WAIT_OVER_TARGET,
     AdmissionGate,
     ServiceBusyError,
@@ -177,17 +178,46 @@ def test_every_decision_reaches_the_metrics_hook():
     assert seen == [("password_hash", None), ("password_hash", BACKLOG_FULL)]
 
 
+def overloaded(gate: AdmissionGate, clock: Clock, held: list, *, units_per_s: float,
+               seconds: float) -> None:
+    """The service keeps completing units at its rate while newcomers keep the queue full
+    (the first unit, stuck, keeps the oldest age past the target)."""
+    for _ in range(int(units_per_s * seconds)):
+        clock.now += 1.0 / units_per_s
+        held.pop(1).__exit__(None, None, None)
+        for _ in range(3):
+            try:
+                hold(gate, held)
+            except ServiceBusyError:
+                pass
+
+
 def test_a_client_back_at_its_retry_after_is_admitted_while_newcomers_are_refused():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
     held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
     with pytest.raises(ServiceBusyError) as refused:
         hold(gate, held, client="alice")
-    clock.now += refused.value.retry_after  # the backlog is as long as before
+    # The backlog stays as long as before.
+    overloaded(gate, clock, held, units_per_s=10, seconds=refused.value.retry_after)
     with pytest.raises(ServiceBusyError):
         hold(gate, held, client="bob")  # a newcomer is refused ...
     hold(gate, held, client="alice")  # ... the client with the reservation is admitted
     with pytest.raises(ServiceBusyError):  # once: the reservation is used up
+        hold(gate, held, client="alice")
+
+
+def test_a_reservation_admits_up_to_a_bounded_wait_only():
+    clock = Clock()
+    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
+    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    with pytest.raises(ServiceBusyError) as refused:
+        hold(gate, held, client="alice")
+    for _ in range(10):  # another second of work joins the queue (not through the gate's check)
+        gate.waiting += 1
+    clock.now += refused.value.retry_after
+    assert gate.expected_wait() > RESERVED_WAIT_FACTOR * gate.target_wait_s
+    with pytest.raises(ServiceBusyError):
         hold(gate, held, client="alice")
 
 
@@ -215,7 +245,9 @@ def test_the_client_of_the_context_is_the_default():
     try:
         with pytest.raises(ServiceBusyError) as refused:
             hold(gate, held)
-        clock.now += refused.value.retry_after
+        admission_client.set(None)
+        overloaded(gate, clock, held, units_per_s=10, seconds=refused.value.retry_after)
+        admission_client.set(42)
         hold(gate, held)  # 42's reservation
     finally:
         admission_client.reset(token)
