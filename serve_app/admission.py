@@ -22,7 +22,8 @@ comes back at the time it was given is admitted up to RESERVED_WAIT_FACTOR times
 while newcomers are refused, so under sustained overload a client that honours Retry-After is
 served on its next try instead of competing again with every new arrival. The slots are spread
 at the service rate, so what they admit is the work the gate could clear; a client back early
-is told the time that is left.
+books a slot of its own. A user may have several clients at once (one key shared by a script's
+workers), so each refusal books a slot of its own and any due slot of the user admits.
 Reservations are kept by the gate that gave them (one per ingress replica).
 """
 
@@ -51,7 +52,8 @@ RESERVED_WAIT_FACTOR = 1.5
 # after it (think time, jitter); the oldest are dropped past the bound.
 RESERVATION_EARLY_S = 0.5
 RESERVATION_HOLD_S = 30.0
-MAX_RESERVATIONS = 10_000
+MAX_RESERVATIONS = 10_000  # clients
+MAX_SLOTS_PER_CLIENT = 64
 
 # Who is asking, for the gate's reservations: set by the route around its model call.
 admission_client: ContextVar[Hashable | None] = ContextVar("admission_client", default=None)
@@ -96,7 +98,8 @@ class AdmissionGate:
         # When the clients already told to retry will have been served: each refusal books
         # its slot after the previous one, so retries come back spread at the service rate.
         self._booked_until = 0.0
-        self._reservations: OrderedDict[Hashable, float] = OrderedDict()  # client -> slot
+        # client -> the times its refusals named (now + Retry-After), earliest first
+        self._reservations: OrderedDict[Hashable, list[float]] = OrderedDict()
 
     @property
     def rate(self) -> float | None:
@@ -118,8 +121,8 @@ class AdmissionGate:
         now = self._clock()
         self._advance(now)
         client = admission_client.get() if client is None else client
-        slot = self._reservations.get(client) if client is not None else None
-        reserved = slot is not None and slot - RESERVATION_EARLY_S <= now <= slot + RESERVATION_HOLD_S
+        slots = self._due_slots(client, now)
+        reserved = bool(slots) and slots[0] - RESERVATION_EARLY_S <= now
         wait = self.expected_wait(cost)
         limit = self.target_wait_s * (RESERVED_WAIT_FACTOR if reserved else 1.0)
         reason = None
@@ -130,13 +133,9 @@ class AdmissionGate:
             reason = WAIT_OVER_TARGET
         self._notify(wait, reason)
         if reason is not None:
-            if slot is not None and slot - RESERVATION_EARLY_S > now:  # back early: same slot
-                retry_after = self._clamp(slot - now)
-            else:
-                retry_after = self._clamp(self._book(now, cost, client) - now)
-            raise ServiceBusyError(retry_after=retry_after, reason=reason)
+            raise ServiceBusyError(retry_after=self._book(now, cost, client), reason=reason)
         if reserved:
-            del self._reservations[client]
+            slots.pop(0)
         alone = self.waiting == 0
         self.waiting += cost
         token = object()
@@ -173,17 +172,30 @@ class AdmissionGate:
             return 1.0
         return max(0.0, self.waiting / rate - self.service_s - self.target_wait_s)
 
-    def _book(self, now: float, cost: int, client: Hashable | None) -> float:
-        """The next free slot (when the backlog and the slots booked before will be served),
-        reserved for `client`."""
+    def _book(self, now: float, cost: int, client: Hashable | None) -> int:
+        """Retry-After for the next free slot (when the backlog and the slots booked before
+        will be served); the time it names is reserved for `client`."""
         start = max(self._booked_until, now + self._drain_s())
         self._booked_until = start + cost / (self.rate or 1.0)
+        retry_after = self._clamp(start - now)
         if client is not None:
-            self._reservations.pop(client, None)
-            self._reservations[client] = start
+            slots = self._reservations.pop(client, [])
+            slots.append(now + retry_after)
+            self._reservations[client] = slots[-MAX_SLOTS_PER_CLIENT:]  # most recently used last
             while len(self._reservations) > MAX_RESERVATIONS:
                 self._reservations.popitem(last=False)
-        return start
+        return retry_after
+
+    def _due_slots(self, client: Hashable | None, now: float) -> list[float]:
+        """The client's slots that have not lapsed, earliest first (empty without a client)."""
+        if client is None or client not in self._reservations:
+            return []
+        slots = self._reservations[client]
+        while slots and slots[0] + RESERVATION_HOLD_S < now:
+            slots.pop(0)
+        if not slots:
+            del self._reservations[client]
+        return slots
 
     def _clamp(self, seconds: float) -> int:
         return min(self.max_retry_after_s, max(1, math.ceil(seconds)))
