@@ -192,10 +192,16 @@ def overloaded(gate: AdmissionGate, clock: Clock, held: list, *, units_per_s: fl
                 pass
 
 
-def test_a_client_back_at_its_retry_after_is_admitted_while_newcomers_are_refused():
+def saturated_gate() -> tuple[AdmissionGate, Clock, list]:
+    """A gate (1 s target) whose service of 10 units/s is saturated, and what it holds."""
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
     held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    return gate, clock, held
+
+
+def test_a_client_back_at_its_retry_after_is_admitted_while_newcomers_are_refused():
+    gate, clock, held = saturated_gate()
     with pytest.raises(ServiceBusyError) as refused:
         hold(gate, held, client="alice")
     # The backlog stays as long as before.
@@ -208,9 +214,7 @@ def test_a_client_back_at_its_retry_after_is_admitted_while_newcomers_are_refuse
 
 
 def test_a_reservation_admits_up_to_a_bounded_wait_only():
-    clock = Clock()
-    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    gate, clock, held = saturated_gate()
     with pytest.raises(ServiceBusyError) as refused:
         hold(gate, held, client="alice")
     for _ in range(10):  # another second of work joins the queue (not through the gate's check)
@@ -224,9 +228,7 @@ def test_a_reservation_admits_up_to_a_bounded_wait_only():
 def test_each_refusal_of_one_user_books_a_slot_of_its_own():
     # One user, several clients (a script's workers sharing a key): each refused request gets
     # its own slot, and each slot admits one request of that user when it comes.
-    clock = Clock()
-    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    gate, clock, held = saturated_gate()
     answers = []
     for _ in range(3):
         with pytest.raises(ServiceBusyError) as refused:
@@ -240,9 +242,7 @@ def test_each_refusal_of_one_user_books_a_slot_of_its_own():
 
 
 def test_the_client_of_the_context_is_the_default():
-    clock = Clock()
-    gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
+    gate, clock, held = saturated_gate()
     token = admission_client.set(42)
     try:
         with pytest.raises(ServiceBusyError) as refused:
