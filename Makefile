@@ -49,7 +49,7 @@ run: migrate
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Ours against the naive baseline in one run (~8 min on 2 cores): table + bench/results.json.
+# Ours against the naive baseline in one run (~10 min on 2 cores): table + bench/results.json.
 bench: setup-dev
 	$(BIN)/python -m bench.run_bench $(BENCH_ARGS)
 
