@@ -89,13 +89,16 @@ def test_requests_past_the_target_wait_are_refused_at_once_with_a_reason_and_ret
 def test_refused_clients_are_told_to_come_back_spread_at_the_service_rate():
     clock = Clock()
     gate = AdmissionGate("model", target_wait_s=1.0, max_waiting=1000, clock=clock)
-    saturate(gate, clock, units_per_s=10, concurrency=5)  # the backlog: one target of work
+    # The backlog, one target of work, stays held (a dropped context would release its units
+    # whenever the garbage collector gets to it).
+    held, _ = saturate(gate, clock, units_per_s=10, concurrency=5)
     answers = []
     for _ in range(40):
         with pytest.raises(ServiceBusyError) as refused:
             with gate.admit():
                 pass
         answers.append(refused.value.retry_after)
+    assert gate.waiting == len(held)
     # 40 refusals at 10 units/s: spread over about 4 s, in order, never all told "1".
     assert answers == sorted(answers)
     assert answers[0] <= 2 and 4 <= answers[-1] <= 7
