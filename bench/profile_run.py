@@ -61,8 +61,8 @@ async def drive(url: str, route: str, seconds: float, concurrency: int) -> dict:
     token = await obtain_token(url, "profile_user", "profile-password-1")
     texts = 32 if route == "/predict/batch" else 1
     result = await run_closed_loop(url, token, route=route, concurrency=concurrency,
-                                   duration_s=seconds,
-                                   texts_per_request=texts, warmup_s=2)  # fmt: skip
+                                   duration_s=seconds, texts_per_request=texts,
+                                   warmup_s=2)  # fmt: skip
     return result.summary()
 
 
@@ -83,8 +83,8 @@ def main() -> None:
         spies = {
             name: subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
-                 str(int(args.seconds - 6)), "--rate", "200", "--nonblocking", "--threads", "--format", "raw",
-                 "--output", str(out / f"{name}.txt")],
+                 str(int(args.seconds - 6)), "--rate", "200", "--nonblocking", "--threads",
+                 "--format", "raw", "--output", str(out / f"{name}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
             for name, pid in pids.items()

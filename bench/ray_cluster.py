@@ -30,7 +30,7 @@ RAY_SERVE_ENV_FILE = REPO_ROOT / "configs" / "ray-serve.env"
 
 
 def shipped_ray_env(path: Path = RAY_SERVE_ENV_FILE) -> dict[str, str]:
-    """The Ray processes' switches as `make run` exports them: the file, unless the
+    """The Ray processes' switches as `make run` passes them: the file, unless the
     environment already sets a name (as in the Makefile)."""
     shipped = {}
     for line in path.read_text().splitlines():

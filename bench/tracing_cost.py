@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
 from collections import Counter
@@ -83,9 +84,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else round((ordered[middle - 1] + ordered[middle]) / 2, 2)
+    return round(statistics.median(values), 2)
 
 
 def main() -> int:

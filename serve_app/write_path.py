@@ -27,6 +27,7 @@ from typing import IO
 from sqlalchemy.engine import make_url
 
 from serve_app.admission import ServiceBusyError
+from serve_app.sqlite_writer import sqlite_file_url
 
 DATABASE_BUSY = ("The service is busy: database work is queued past its bound. Retry after "
                  "the number of seconds in Retry-After.")
@@ -86,11 +87,9 @@ class WritePath:
 
     @classmethod
     def for_url(cls, url: str, *, max_wait_s: float) -> WritePath:
-        parsed = make_url(url)
-        sqlite = parsed.get_backend_name() == "sqlite"
-        database = parsed.database if sqlite else None
-        in_memory = not database or database == ":memory:" or database.startswith("file:")
-        return cls(sqlite=sqlite, sqlite_file=None if in_memory else Path(database),
+        sqlite_file = sqlite_file_url(url)
+        return cls(sqlite=make_url(url).get_backend_name() == "sqlite",
+                   sqlite_file=Path(sqlite_file.database) if sqlite_file else None,
                    max_wait_s=max_wait_s)
 
     def retry_after(self) -> int:

@@ -1,5 +1,5 @@
 """One environment for the Ray processes everywhere: configs/ray-serve.env is what `make run`
-exports, what the image sets and what every Ray container of every overlay carries."""
+passes to `serve run`, what the image sets and what every Ray container of every overlay carries."""
 
 from __future__ import annotations
 
