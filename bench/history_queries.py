@@ -31,7 +31,7 @@ import uvicorn
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from deployments.local_ports import free_port
+from bench.local_ports import free_port
 from serve_app.app import create_app
 from serve_app.db import upgrade_to_head
 from serve_app.models import Prediction
