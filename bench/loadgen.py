@@ -38,6 +38,12 @@ SAMPLE_TEXTS = [
 ]
 
 
+def new_tag() -> str:
+    """A load run's tag: its texts are new to the service, and every run's tokenize alike
+    (the raw model rate is measured on texts of this same shape)."""
+    return f"{secrets.token_hex(3)}-"
+
+
 def text_for(i: int, tag: str = "") -> str:
     """Distinct texts (per i and tag) so the result cache cannot answer the load from memory."""
     return f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} (review {tag}{i})"
@@ -106,7 +112,7 @@ async def run_closed_loop(
     window opens (after the warm-up), e.g. to snapshot CPU counters.
     """
     headers = {"Authorization": f"Bearer {token}"}
-    tag = f"{secrets.token_hex(3)}-"
+    tag = new_tag()
     counter = 0
 
     def text(i: int) -> str:

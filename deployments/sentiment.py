@@ -19,10 +19,12 @@ from collections import Counter
 
 import ray
 from ray import serve
+from ray.serve.config import RequestRouterConfig
 
 from deployments.metrics import ModelMetrics, TimedTokenizer
 from deployments.model_config import ModelConfig
 from deployments.prediction_cache import PredictionCache, normalize_text
+from deployments.routing import FewestInFlightRouter
 from deployments.text_groups import count_texts, flatten, regroup
 from deployments.tracing import record_model_batch, start_app_tracing
 from serve_app.classifier import Prediction, SentimentClassifier, Window
@@ -54,6 +56,7 @@ def _assigned_cpus() -> int:
     ray_actor_options={"num_cpus": 1},
     health_check_period_s=10,
     health_check_timeout_s=30,
+    request_router_config=RequestRouterConfig(request_router_class=FewestInFlightRouter),
 )
 class SentimentModel:
     def __init__(self) -> None:
