@@ -17,14 +17,14 @@ The rate is learnt from the work admitted: as more is admitted, batches grow and
 measured rate. A burst into an idle gate is admitted (nothing has waited yet); what arrives
 once the first of it has waited past the target is decided by the estimate.
 
-A refusal's Retry-After is a reservation: a client (the user, where the caller names one) that
-comes back at the time it was given is admitted up to RESERVED_WAIT_FACTOR times the target
-while newcomers are refused, so under sustained overload a client that honours Retry-After is
-served on its next try instead of competing again with every new arrival. The slots are spread
-at the service rate, so what they admit is the work the gate could clear; a client back early
-books a slot of its own. A user may have several clients at once (one key shared by a script's
-workers), so each refusal books a slot of its own and any due slot of the user admits.
-Reservations are kept by the gate that gave them (one per ingress replica).
+A refusal's Retry-After is a reservation: a client (for the model, the user and the texts of
+the request, so a retried request and not the user's next one) that comes back at the time it
+was given is admitted up to RESERVED_WAIT_FACTOR times the target while newcomers are refused,
+so under sustained overload a client that honours Retry-After is served on its next try
+instead of competing again with every new arrival. The slots are spread at the service rate,
+so what they admit is the work the gate could clear; a client back early books a slot of its
+own. Each refusal books a slot of its own, and any due slot of the client admits. Reservations
+are kept by the gate that gave them (one per ingress replica).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ RESERVATION_HOLD_S = 30.0
 MAX_RESERVATIONS = 10_000  # clients
 MAX_SLOTS_PER_CLIENT = 64
 
-# Who is asking, for the gate's reservations: set by the route around its model call.
+# Who is asking, for the gate's reservations: set by the route around its model call (the
+# user and the request's texts).
 admission_client: ContextVar[Hashable | None] = ContextVar("admission_client", default=None)
 
 

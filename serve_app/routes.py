@@ -79,7 +79,10 @@ async def predict_and_log(services: Services, user: TokenUser, texts: list[str])
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, RATE_LIMITED,
                             headers=retry_after_header(wait))
     started = time.perf_counter()
-    client = admission_client.set(user.id)  # a refusal's Retry-After is this user's slot
+    # A refusal's Retry-After is a slot for this request: the same user sending the same texts
+    # again is admitted then, while another request of that user (a script's next worker)
+    # is not served in its place.
+    client = admission_client.set((user.id, hash(tuple(texts))))
     try:
         predictions = await classify(services, texts)
     finally:
