@@ -117,6 +117,14 @@ async def running_client(classify: Classify, settings: Settings) -> AsyncIterato
             yield client
 
 
+@pytest.fixture
+def app_client():
+    """`async with app_client(classify, **settings) as client`: an app of the test's own."""
+    def start(classify: Classify, database_url: str, **overrides):
+        return running_client(classify, make_settings(database_url, **overrides))
+    return start
+
+
 @pytest.fixture(scope="session")
 async def client(classify, database_url) -> AsyncIterator[httpx.AsyncClient]:
     """One running app per database, shared by the tests (each test uses its own users)."""

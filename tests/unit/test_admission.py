@@ -259,11 +259,10 @@ def test_the_client_of_the_context_is_the_default():
 
 
 async def test_through_the_api_a_retried_request_gets_its_slot_and_the_users_next_one_does_not(
-        database_url, classify):
+        database_url, classify, app_client):
     # One user, two workers (a script sharing a key) against a saturated model: the request
     # that was refused, sent again at its Retry-After, is served; the other worker's new
     # request arriving then is refused, not served in its place.
-    from conftest import make_settings, running_client
     from serve_stack import signup_and_login
 
     gate, clock, held = saturated_gate()
@@ -272,8 +271,7 @@ async def test_through_the_api_a_retried_request_gets_its_slot_and_the_users_nex
         with gate.admit(len(texts)):
             return await classify(texts)
 
-    settings = make_settings(database_url, predict_rate_per_second=0)
-    async with running_client(gated_classify, settings) as client:
+    async with app_client(gated_classify, database_url, predict_rate_per_second=0) as client:
         user = await signup_and_login(client, prefix="retry")
         first = await client.post("/predict", headers=user.headers, json={"text": "the same words"})
         assert first.status_code == 503, first.text
