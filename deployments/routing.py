@@ -36,7 +36,7 @@ class FewestInFlightRouter(FIFOMixin, RequestRouter):
                               ) -> list[list[RunningReplica]]:
         pair = random.sample(candidate_replicas, min(2, len(candidate_replicas)))
         # A stable sort keeps the random order between equals; the second is the fallback.
-        return [[replica] for replica in sorted(pair, key=lambda r: self._in_flight[r.replica_id])]
+        return [[replica] for replica in sorted(pair, key=lambda r: self.in_flight(r.replica_id))]
 
     # Serve calls this as it sends a call; `on_request_routed` comes only once the replica
     # has accepted it, which over gRPC is when the answer arrives.

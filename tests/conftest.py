@@ -119,7 +119,8 @@ async def running_client(classify: Classify, settings: Settings) -> AsyncIterato
 
 @pytest.fixture
 def app_client():
-    """`async with app_client(classify, **settings) as client`: an app of the test's own."""
+    """`async with app_client(classify, database_url, **settings) as client`: an app of the
+    test's own (`settings` as for make_settings)."""
     def start(classify: Classify, database_url: str, **overrides):
         return running_client(classify, make_settings(database_url, **overrides))
     return start
