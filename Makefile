@@ -18,7 +18,7 @@ RAY_SERVE_ENV_FILE := configs/ray-serve.env
 RAY_SERVE_ENV := $(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE)),\
   $(firstword $(subst =, ,$(line)))=$(or $($(firstword $(subst =, ,$(line)))),$(word 2,$(subst =, ,$(line)))))
 
-.PHONY: setup setup-dev migrate run test bench load
+.PHONY: setup setup-dev migrate run test bench load docs
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,3 +58,9 @@ bench: setup-dev
 LOAD_HOST ?= http://127.0.0.1:8000
 load: setup-dev
 	$(BIN)/python -m bench.run_load --host $(LOAD_HOST) $(LOAD_ARGS)
+
+# The documentation site (docs/, mkdocs.yml): served with live reload on http://127.0.0.1:8001;
+# `make docs DOCS_CMD=build` writes it to site/ and fails on a broken link (--strict).
+DOCS_CMD ?= serve --dev-addr 127.0.0.1:8001
+docs: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs $(DOCS_CMD) --strict
