@@ -1,0 +1,6 @@
+"""`python -m bulk score INPUT OUTPUT ...`: see bulk/cli.py."""
+
+from bulk.cli import main
+
+if __name__ == "__main__":
+    main()
