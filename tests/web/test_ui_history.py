@@ -4,8 +4,10 @@ CSV export, rows as cards on a narrow screen, and long texts' windows."""
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from playwright.async_api import expect
@@ -25,6 +27,8 @@ MIXED = [
     "This was a waste of money and time.",
 ]
 PHONE = {"width": 390, "height": 844}
+PHONE_WIDTHS = (320, 390, 400)
+BUCKET_SIZE = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 async def classify_batch(page, texts: list[str]) -> None:
@@ -153,6 +157,66 @@ async def test_phone_layout_shows_rows_as_cards_with_label_and_confidence(
     chart = await page.locator("#mix-chart svg").bounding_box()
     assert chart["width"] <= PHONE["width"]
     await screenshots.take("phone-history")
+
+
+async def serve_a_busy_summary(page) -> None:
+    """Answer /data/summary in its own shape with the counts of a busy account: thousands a
+    day, tens of thousands an hour, in every bucket of the period the page asks for."""
+    async def summary(route) -> None:
+        query = parse_qs(urlparse(route.request.url).query)
+        bucket = query["bucket"][0]
+        start = datetime.fromisoformat(query["since"][0].replace("Z", "+00:00"))
+        until = datetime.fromisoformat(query["until"][0].replace("Z", "+00:00"))
+        scale = 10 if bucket == "hour" else 1
+        series = []
+        for i in range(10_000):
+            if start >= until:
+                break
+            series.append({"start": start.isoformat(), "counts": {
+                "negative": (1234 + 20 * i) * scale, "neutral": 987 * scale,
+                "positive": (2345 - 11 * i) * scale}})
+            start += BUCKET_SIZE[bucket]
+        await route.fulfill(status=200, content_type="application/json",
+                            body=json.dumps({"bucket": bucket, "series": series}))
+
+    await page.route("**/data/summary?*", summary)
+
+
+async def chart_text_boxes(page) -> tuple[dict, list[dict]]:
+    """The chart's box and every axis label's text and box, as the browser laid them out."""
+    return await page.locator("#mix-chart svg").evaluate("""svg => {
+        const box = (node) => { const r = node.getBoundingClientRect();
+            return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+        return [box(svg), [...svg.querySelectorAll('text')].map(t => ({
+            text: t.textContent, bucket_name: t.classList.contains('mix__x'), ...box(t)}))];
+    }""")
+
+
+async def test_chart_axis_labels_fit_inside_the_chart_on_phone_screens(page, screenshots, ui_url):
+    await signed_in_user(page, ui_url)
+    await serve_a_busy_summary(page)
+    for period, bucket, top in (("30d", "day", "5,000"), ("24h", "hour", "50,000")):
+        await page.set_viewport_size(PHONE)
+        await page.get_by_role("tab", name="History").click()
+        await page.get_by_label("Period").select_option(period)
+        await expect(page.locator("#mix-chart .mix__tick text").last).to_have_text(top)
+        for width in PHONE_WIDTHS:
+            await page.set_viewport_size({"width": width, "height": 844})
+            chart, labels = await chart_text_boxes(page)
+            assert chart["right"] <= width, f"the chart is wider than a {width}px screen"
+            assert any(label["text"] == top for label in labels)
+            for label in labels:
+                assert label["right"] > label["left"], label
+                for side in ("left", "top"):
+                    assert label[side] >= chart[side] - 0.5, f"{width}px, {bucket}: {label} leaves {chart}"
+                for side in ("right", "bottom"):
+                    assert label[side] <= chart[side] + 0.5, f"{width}px, {bucket}: {label} leaves {chart}"
+            names = sorted((label for label in labels if label["bucket_name"]),
+                           key=lambda label: label["left"])
+            assert len(names) >= 2, labels
+            for before, after in zip(names, names[1:], strict=False):
+                assert before["right"] <= after["left"], f"{width}px: {before} overlaps {after}"
+            await screenshots.take(f"phone-{width}-{period}")
 
 
 async def test_long_texts_show_how_many_windows_they_were_read_in(page, screenshots, ui_url):

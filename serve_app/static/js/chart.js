@@ -5,8 +5,12 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const SIZE = { hour: 3600_000, day: 86_400_000 };
 const WIDTH = 720;
 const HEIGHT = 220;
-const PAD = { left: 44, right: 8, top: 12, bottom: 28 };
+const PAD = { right: 8, top: 16, bottom: 32 };
 const MAX_TICK_LABELS = 8;
+// Axis labels are drawn at up to 20 units (app.css, narrow screens: the SVG shrinks, the text
+// must not). A generous width per character keeps every label inside the SVG, which clips.
+const AXIS_FONT_MAX = 20;
+const textWidth = (text) => text.length * 0.62 * AXIS_FONT_MAX;
 // The probability bars' colours for the known labels (app.css); any other label gets one of these.
 const LABEL_COLOURS = { positive: "#17b26a", negative: "#f04438", neutral: "#7d89a1" };
 const PALETTE = ["#6172f3", "#ee46bc", "#f79009", "#15b79e", "#875bf7", "#0ba5ec"];
@@ -72,23 +76,31 @@ export function labelMixChart({ buckets, labels, bucket, caption }) {
   for (const { counts } of buckets) for (const label of labels) totals[label] += counts[label] || 0;
   const grandTotal = Object.values(totals).reduce((a, b) => a + b, 0);
   const top = niceCeiling(Math.max(0, ...buckets.map(({ counts }) => labels.reduce((s, l) => s + (counts[l] || 0), 0))));
-  const plotWidth = WIDTH - PAD.left - PAD.right;
+  // Counts are whole: a middle line only where it falls on a whole number.
+  const ticks = Number.isInteger(top / 2) ? [0, top / 2, top] : [0, top];
+  const tickNames = ticks.map((tick) => tick.toLocaleString());
+  const left = Math.ceil(Math.max(...tickNames.map(textWidth))) + 10;
+  const plotWidth = WIDTH - left - PAD.right;
   const plotHeight = HEIGHT - PAD.top - PAD.bottom;
   const slot = plotWidth / Math.max(1, buckets.length);
   const barWidth = Math.max(1, slot * 0.72);
   const y = (value) => PAD.top + plotHeight - (value / top) * plotHeight;
   const colour = (label) => LABEL_COLOURS[label] || PALETTE[labels.indexOf(label) % PALETTE.length];
 
-  // Counts are whole: a middle line only where it falls on a whole number.
-  const ticks = Number.isInteger(top / 2) ? [0, top / 2, top] : [0, top];
-  const axis = ticks.map((tick) =>
+  const axis = ticks.map((tick, i) =>
     svg("g", { class: "mix__tick" },
-      svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(tick), y2: y(tick) }),
-      svg("text", { x: PAD.left - 6, y: y(tick) + 4, "text-anchor": "end" },
-        tick.toLocaleString())));
-  const every = Math.ceil(buckets.length / MAX_TICK_LABELS);
+      svg("line", { x1: left, x2: WIDTH - PAD.right, y1: y(tick), y2: y(tick) }),
+      svg("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end" }, tickNames[i])));
+  // A bucket's name is centred under its bar, moved inwards where it would cross an edge.
+  const nameX = (centre, name) => {
+    const half = textWidth(name) / 2;
+    return Math.min(Math.max(centre, half), WIDTH - half);
+  };
+  // Every n-th bucket is named: at most MAX_TICK_LABELS names, and never two that touch.
+  const widest = Math.max(0, ...buckets.map(({ start }) => textWidth(bucketName(bucket, start))));
+  const every = Math.max(Math.ceil(buckets.length / MAX_TICK_LABELS), Math.ceil((widest + 8) / slot));
   const bars = buckets.map(({ start, counts }, i) => {
-    const x = PAD.left + i * slot + (slot - barWidth) / 2;
+    const x = left + i * slot + (slot - barWidth) / 2;
     let base = 0;
     const segments = labels.map((label) => {
       const count = counts[label] || 0;
@@ -99,9 +111,10 @@ export function labelMixChart({ buckets, labels, bucket, caption }) {
       return segment;
     });
     const title = svg("title", {}, `${bucketName(bucket, start, { long: true })}: ${describeCounts(labels, counts)}`);
+    const name = bucketName(bucket, start);
     const tickLabel = i % every === 0
-      ? svg("text", { class: "mix__x", x: (x + barWidth / 2).toFixed(2), y: HEIGHT - 8, "text-anchor": "middle" },
-        bucketName(bucket, start))
+      ? svg("text", { class: "mix__x", x: nameX(x + barWidth / 2, name).toFixed(2), y: HEIGHT - 8,
+        "text-anchor": "middle" }, name)
       : null;
     return svg("g", { class: "mix__bar", "data-start": new Date(start).toISOString(), "data-total": base },
       title, ...segments, ...(tickLabel ? [tickLabel] : []));
