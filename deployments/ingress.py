@@ -18,6 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.job_submitter import RayJobSubmitter
 from deployments.metrics import (
     MODEL_OVERLOADED,
     MODEL_UNAVAILABLE,
@@ -75,7 +76,8 @@ class APIIngress:
 
     def __serve_build_asgi_app__(self):
         app = create_app(self.classify, on_log_commit=self._metrics.observe_db_commit,
-                         on_admission=self._metrics.observe_admission)
+                         on_admission=self._metrics.observe_admission,
+                         job_runner=RayJobSubmitter(get_settings()))
         app.add_middleware(RejectionMetricsMiddleware, ingress_metrics=self._metrics)
         return app
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from serve_app import api_key_routes, auth, history_routes, routes
+from serve_app import api_key_routes, auth, history_routes, job_routes, routes
 from serve_app.admission import AdmissionGate, AdmissionHook
 from serve_app.api_keys import ApiKeyVerifier, derive_hash_key
 from serve_app.body_limit import BodySizeLimitMiddleware
@@ -31,6 +31,8 @@ from serve_app.db import (
 )
 from serve_app.deps import Classify, Services
 from serve_app.errors import install_error_handlers
+from serve_app.job_store import JobStore
+from serve_app.jobs import JobRunner, Jobs
 from serve_app.ratelimit import RateLimits, create_rate_limiter
 from serve_app.schemas import ErrorResponse
 from serve_app.security import TokenCodec, resolve_secret_key
@@ -110,9 +112,11 @@ async def stop_services(services: Services) -> None:
 
 def create_app(classify: Classify, settings: Settings | None = None, *,
                on_log_commit: LogCommitHook | None = None,
-               on_admission: AdmissionHook | None = None) -> FastAPI:
+               on_admission: AdmissionHook | None = None,
+               job_runner: JobRunner | None = None) -> FastAPI:
     """`on_log_commit(rows, seconds)` is called after each prediction-log transaction, and
-    `on_admission(work, wait_s, refusal_reason)` at each admission decision (metrics)."""
+    `on_admission(work, wait_s, refusal_reason)` at each admission decision (metrics).
+    `job_runner` starts bulk jobs (/jobs); without one, /jobs answers 503."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -120,10 +124,13 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
         services = await start_services(classify, settings, on_log_commit=on_log_commit,
                                         on_admission=on_admission)
         app.state.services = services
+        app.state.jobs = None if job_runner is None else Jobs(
+            settings=settings, store=await asyncio.to_thread(JobStore.from_settings, settings),
+            runner=job_runner, sessions=services.sessions, writes=services.writes)
         try:
             yield
         finally:
-            app.state.services = None
+            app.state.services = app.state.jobs = None
             await stop_services(services)
 
     app = FastAPI(
@@ -143,7 +150,9 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
             503: {"model": ErrorResponse, "description": "Database or model unavailable"},
         },
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # An upload's multipart framing and form fields come on top of the file itself.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       path_limits={"/jobs": settings.max_upload_bytes + (1 << 20)})
     app.add_middleware(TraceMiddleware)  # outside the size limit: a 413 carries X-Trace-Id too
     install_log_trace_ids()
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
@@ -151,6 +160,7 @@ def create_app(classify: Classify, settings: Settings | None = None, *,
     app.include_router(api_key_routes.router)
     app.include_router(routes.build_router(settings))
     app.include_router(history_routes.router)
+    app.include_router(job_routes.router)
     if (STATIC_DIR / "index.html").is_file():
         app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app

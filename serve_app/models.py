@@ -1,10 +1,20 @@
-"""Database tables: users, their API keys and the prediction log."""
+"""Database tables: users, their API keys, the prediction log and bulk jobs."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -70,3 +80,41 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))  # hex HMAC-SHA256 of the secret
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class Job(Base):
+    """A bulk-scoring job: an uploaded file scored by a Ray job into a result file.
+
+    The Ray job's driver updates progress and the outcome here; the service reads them back.
+    The id is random, so it also names the job's folder in the job store.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # "This user's jobs, newest first", and the count of their running ones.
+        Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    text_column: Mapped[str] = mapped_column(String(255))
+    keep_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    output_format: Mapped[str] = mapped_column(String(16))
+    input_uri: Mapped[str] = mapped_column(String(1024))
+    result_uri: Mapped[str] = mapped_column(String(1024))
+    input_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    result_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ray_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    rows_total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    label_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    texts_per_s: Mapped[float | None] = mapped_column(Double, nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)

@@ -77,6 +77,20 @@ class Settings(BaseSettings):
     login_max_failures_per_client: int = Field(100, ge=0, description="per window; 0 = off")
     login_failure_window_seconds: float = Field(300.0, gt=0)
 
+    # Bulk jobs (POST /jobs): files scored by Ray jobs. JOB_STORE is a directory or a URI that
+    # pyarrow.fs opens (s3://bucket/prefix, gs://...); unset, `jobs/` beside the SQLite file
+    # (./jobs for another database). Every Ray node must reach it.
+    job_store: str | None = None
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="largest file POST /jobs takes")
+    max_running_jobs_per_user: int = Field(2, ge=1, description="queued or running at once")
+    max_job_bytes_per_user: int = Field(
+        10 << 30, ge=1024, description="uploads and results a user may keep stored")
+    job_batch_size: int = Field(64, ge=1, description="texts per model call in a job")
+    job_max_actors: int = Field(2, ge=1, description="a job's model actors scale up to this")
+    job_cpus_per_actor: float = Field(1.0, gt=0)
+    job_gpus_per_actor: float = Field(0.0, ge=0, description="a fraction shares one GPU")
+    job_model_dir: str | None = Field(None, description="unset: the shipped default model")
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
