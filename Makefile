@@ -20,9 +20,12 @@ RAY_SERVE_ENV := $(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE
 
 .PHONY: setup setup-dev migrate run test bench load docs
 
-$(BIN)/.runtime: requirements.txt
+# The checkout is installed editable (pyproject.toml): its packages import wherever the venv's
+# `serve`, `ray` and `python` run, e.g. `serve status` outside the repository root.
+$(BIN)/.runtime: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
@@ -36,15 +39,17 @@ setup-dev: $(BIN)/.dev
 migrate: setup
 	$(BIN)/alembic upgrade head
 
-# Serve on http://127.0.0.1:8000 in the foreground; Ctrl-C stops it and its local Ray cluster.
-# OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) in the environment turn tracing
-# on: every Ray process inherits them, with the Ray Serve switches derived from them.
+# Serve on http://127.0.0.1:8000 in the foreground (`serve run` under deployments/local_service.py:
+# loopback only, every process gone within seconds of Ctrl-C or SIGTERM; SERVE_HTTP_HOST=0.0.0.0
+# opens the API to the network). OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables)
+# in the environment turn tracing on: every Ray process inherits them, with the Ray Serve
+# switches derived from them.
 # `make run SERVICE_CPUS=0` holds the service (every Ray process) to core 0 (taskset -c).
 SERVICE_CPUS ?=
 run: migrate
 	ray_tracing_env=$$($(BIN)/python -m deployments.tracing_env) && \
-	env $(RAY_SERVE_ENV) $$ray_tracing_env $(if $(SERVICE_CPUS),taskset -c $(SERVICE_CPUS)) \
-	$(BIN)/serve run --address $(RAY_ADDRESS) $(CONFIG)
+	exec env $(RAY_SERVE_ENV) $$ray_tracing_env $(if $(SERVICE_CPUS),taskset -c $(SERVICE_CPUS)) \
+	$(BIN)/python -m deployments.local_service --address $(RAY_ADDRESS) $(CONFIG)
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

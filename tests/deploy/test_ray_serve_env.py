@@ -30,7 +30,7 @@ def make(*args: str, env: dict[str, str]) -> str:
 def test_make_run_passes_the_file_to_serve_run_and_the_environment_wins():
     env = {k: v for k, v in os.environ.items() if k not in SHIPPED}
     serve_run = make("-n", "run", env=env)
-    assert "serve run" in serve_run
+    assert "-m deployments.local_service" in serve_run  # which runs `serve run`
     for name, value in SHIPPED.items():
         assert f" {name}={value} " in serve_run
     overridden = make("-n", "run", env=env | {"RAY_SERVE_ENABLE_HA_PROXY": "0"})
