@@ -46,9 +46,12 @@ from training.model import TopModel
 
 
 def train(args) -> None:
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    # The split always follows --seed; --train-seed varies only the initialisation and batch
+    # order, so runs with different training seeds share their held-out rows and can be averaged.
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    random.seed(train_seed)
+    torch.manual_seed(train_seed)
+    rng = random.Random(train_seed)
     started = time.monotonic()
     split = split_shared_data(args.data, seed=args.seed, sst_phrases=args.sst_phrases,
                               airline_train=args.airline_train, tweet_repeats=args.tweet_repeats,
@@ -68,7 +71,7 @@ def train(args) -> None:
     log(started, f"cached frozen states: {len(train_states)} train, {len(val_states)} validation")
 
     model = TopModel(encoder, args.frozen_layers, args.rank, args.alpha, args.head_hidden,
-                     full_rank_export=args.full_rank_export)
+                     full_rank_export=args.full_rank_export).to_device(args.device)
     binary_sources = BINARY_SOURCES if args.binary_sst else set()
     # Calibrate where all three labels exist; binary data says nothing about P(neutral).
     three_way = torch.tensor([s not in binary_sources for s in split.validation_sources])
@@ -101,7 +104,7 @@ def train(args) -> None:
         name=args.name, labels=list(LABELS), pooling="mean", lora_alpha=args.alpha,
         temperature=temperature,
         training={"command": " ".join(["python -m training"] + sys.argv[1:]),
-                  "seed": args.seed, "frozen_layers": args.frozen_layers,
+                  "seed": args.seed, "train_seed": train_seed, "frozen_layers": args.frozen_layers,
                   "rank": args.full_rank_export or args.rank,
                   "factor_dtype": "int8" if args.int8_factors else "fp16",
                   "method": "full fine-tuning, SVD export" if model.full else "LoRA",
@@ -130,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models/default"))
     parser.add_argument("--name", default="minilm-sentiment-3c")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="seed of initialisation and batch order (default: --seed)")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
     parser.add_argument("--frozen-layers", type=int, default=3)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=16.0)

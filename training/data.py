@@ -10,7 +10,10 @@ Readers:
 from __future__ import annotations
 
 import csv
+import html
 import random
+import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,11 +129,22 @@ class Split:
                 for source in dict.fromkeys(self.validation_sources)}
 
 
+# How many SemEval tweets are held out, and how many choose runs and fit the temperature.
+SEMEVAL_HELD_OUT = 3000
+SEMEVAL_VALIDATION = 1500
+
+
 def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000,
                       airline_train: int = 6000, tweet_repeats: int = 1,
                       sst_sentences: int | None = None, sst_min_words: int = 3,
                       sst_sentence_repeats: int = 1) -> Split:
-    """The fixed split of ``../shared/data`` used for training and for the reported figures."""
+    """The fixed split of ``../shared/data`` used for training and for the reported figures.
+
+    Held out before anything is trained: all TweetEval validation tweets, a seeded share of the
+    SemEval tweets, SST-2 whole sentences and airline tweets. SemEval tweets that are TweetEval
+    tweets (matched on ``normalised`` text) never train. The SST-2 and airline rows are split
+    as they were before the SemEval tweets came, so their held-out figures stay comparable.
+    """
     rng = random.Random(seed)
     train, validation, tests, sources, validation_sources = Examples(), Examples(), {}, [], []
 
@@ -144,12 +158,8 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
 
     tweets = read_tweeteval(data_dir / "tweeteval_sentiment" / "val_text.txt",
                             data_dir / "tweeteval_sentiment" / "val_labels.txt").deduplicated()
-    order = _shuffled(len(tweets), rng)
-    tests["tweeteval"] = tweets.subset(order[:600])
-    add_validation(tweets.subset(order[600:900]), "tweeteval")
-    # TweetEval is the only general-domain tweet data here, and the smallest set: repeat it.
-    for _ in range(tweet_repeats):
-        add_train(tweets.subset(order[900:]), "tweeteval")
+    tests["tweeteval"] = tweets
+    _shuffled(len(tweets), rng)  # the draw that once split these tweets keeps later splits fixed
 
     sst = read_tsv(data_dir / "sst2" / "train.tsv", binary=True).deduplicated()
     sentences = whole_sentences(sst)
@@ -177,7 +187,48 @@ def split_shared_data(data_dir: Path, *, seed: int = 13, sst_phrases: int = 6000
     tests["airline"] = airline.subset(order[:1000])
     add_validation(airline.subset(order[1000:1300]), "airline")
     add_train(airline.subset(order[1300 : 1300 + airline_train]), "airline")
-    return Split(train, sources, validation, validation_sources, tests)
+
+    semeval = read_semeval(data_dir, exclude=tweets)
+    order = _shuffled(len(semeval), random.Random(f"semeval-{seed}"))
+    tests["semeval"] = semeval.subset(order[:SEMEVAL_HELD_OUT])
+    add_validation(semeval.subset(order[SEMEVAL_HELD_OUT:][:SEMEVAL_VALIDATION]), "semeval")
+    for _ in range(tweet_repeats):
+        add_train(semeval.subset(order[SEMEVAL_HELD_OUT + SEMEVAL_VALIDATION:]), "semeval")
+
+    # Nothing held out or validating trains, even written another way (cased, punctuated).
+    unseen = {normalised(t) for held_out in tests.values() for t in held_out.texts}
+    unseen |= {normalised(t) for t in validation.texts}
+    keep = [i for i, text in enumerate(train.texts) if normalised(text) not in unseen]
+    return Split(train.subset(keep), [sources[i] for i in keep], validation, validation_sources,
+                 tests)
+
+
+def read_semeval(data_dir: Path, exclude: Examples | None = None) -> Examples:
+    """The SemEval-2017 4A tweets, one per normalised text, without those in ``exclude``."""
+    tweets = read_tsv(data_dir / "semeval2017_4a" / "tweets.tsv")
+    excluded = {normalised(t) for t in (exclude.texts if exclude else [])}
+    first: dict[str, int] = {}
+    for i, text in enumerate(tweets.texts):
+        key = normalised(text)
+        if key not in excluded:
+            first.setdefault(key, i)
+    return tweets.subset(sorted(first.values()))
+
+
+def normalised(text: str) -> str:
+    """A tweet's text as TweetEval and SemEval copies of it agree on: escapes and entities
+    decoded, mentions as ``@user``, links dropped, lower case, words and hashtags only."""
+    text = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    text = unicodedata.normalize("NFKC", html.unescape(text))
+    text = _LINK.sub(" ", text)
+    text = _MENTION.sub("@user", text).lower()
+    return " ".join(_NOT_WORD.sub(" ", text).split())
+
+
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_LINK = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"@\w+")
+_NOT_WORD = re.compile(r"[^a-z0-9@#]+")
 
 
 def _shuffled(n: int, rng: random.Random) -> list[int]:

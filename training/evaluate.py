@@ -1,15 +1,19 @@
-"""Scoring a model on a labelled file.
+"""Scoring a model on the default model's held-out sets, or on a labelled file.
 
+    python -m training.evaluate [--model DIR] [--held-out tweeteval semeval ...] [--json FILE]
     python -m training.evaluate --data FILE [--labels FILE] [--model DIR]
 
-``--data`` alone is a TSV file (``sentence<TAB>label``); with ``--labels`` it is a TweetEval
-text file and its labels file. Prints accuracy, macro-F1 and macro-recall, and for two-label
-data the binary accuracy of P(positive) against P(negative).
+Without ``--data`` the model is scored on the held-out rows of ``../shared/data`` (``--data-dir``),
+the same rows the model card reports, so any model directory compares on equal terms. ``--data``
+alone is a TSV file (``sentence<TAB>label``); with ``--labels`` it is a TweetEval text file and its
+labels file. Prints accuracy, macro-F1, macro-recall and recall per label, the calibration error,
+and for two-label data the binary accuracy of P(positive) against P(negative).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +38,7 @@ def macro_scores(gold: list[str], predicted: list[str],
         "accuracy": correct / len(gold),
         "macro_f1": sum(f1s) / len(f1s),
         "macro_recall": sum(recalls) / len(recalls),
+        **{f"recall_{label}": recall for label, recall in zip(labels, recalls)},
     }
 
 
@@ -67,12 +72,24 @@ def evaluate(classifier, texts: list[str], gold: list[str], batch_size: int = 64
     scores = [p.scores for p in predictions]
     if set(gold) <= {"negative", "positive"} and {"negative", "positive"} <= set(classifier.labels):
         report["binary_accuracy"] = binary_accuracy(gold, scores)
-    if set(gold) <= set(classifier.labels):
+    if "binary_accuracy" in report:
+        # Two-label data says nothing about P(neutral): calibration of P(pos) vs P(neg).
+        pairs = torch.tensor([[s["negative"], s["positive"]] for s in scores])
+        report["ece"] = expected_calibration_error(
+            pairs / pairs.sum(-1, keepdim=True), torch.tensor([g == "positive" for g in gold]).long())
+    elif set(gold) <= set(classifier.labels):
         index = {label: i for i, label in enumerate(classifier.labels)}
         probs = torch.tensor([[s[label] for label in classifier.labels] for s in scores])
         report["ece"] = expected_calibration_error(probs, torch.tensor([index[g] for g in gold]))
     report["n"] = len(gold)
     return report
+
+
+def held_out_sets(data_dir: Path) -> dict:
+    """The held-out rows of the shared data, by set name (the split is fixed and seeded)."""
+    from training.data import split_shared_data
+
+    return split_shared_data(data_dir).tests
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,17 +98,41 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="TSV file, or TweetEval texts")
-    parser.add_argument("--labels", type=Path, help="TweetEval labels file for --data")
     parser.add_argument("--model", default=None, help="model directory (default: the default)")
+    parser.add_argument("--data", type=Path, help="TSV file, or TweetEval texts (default: the "
+                                                  "held-out sets)")
+    parser.add_argument("--labels", type=Path, help="TweetEval labels file for --data")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                        help="the shared data the held-out sets come from")
+    parser.add_argument("--held-out", nargs="+", metavar="SET",
+                        help="held-out sets to score: tweeteval, semeval, sst2_sentences, "
+                             "airline (default: all)")
+    parser.add_argument("--json", type=Path, help="also write the reports to this file")
     args = parser.parse_args(argv)
 
-    examples = read_labelled(args.data, args.labels)
+    if args.data is not None:
+        examples = read_labelled(args.data, args.labels)
+        sets = {args.data.name: examples}
+    else:
+        if not args.data_dir.is_dir():
+            parser.error(f"--data-dir {args.data_dir} is not a directory")
+        sets = held_out_sets(args.data_dir)
+        unknown = set(args.held_out or []) - set(sets)
+        if unknown:
+            parser.error(f"no held-out set {', '.join(sorted(unknown))}; there are "
+                         f"{', '.join(sets)}")
+        sets = {name: ex for name, ex in sets.items() if name in (args.held_out or sets)}
     classifier = SentimentClassifier.load(args.model)
-    report = evaluate(classifier, examples.texts, examples.labels)
-    print(f"model        {classifier.model_version}")
-    for key, value in report.items():
-        print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    print(f"model            {classifier.model_version}")
+    reports = {}
+    for name, examples in sets.items():
+        reports[name] = evaluate(classifier, examples.texts, examples.labels)
+        print(f"\n{name}")
+        for key, value in reports[name].items():
+            print(f"  {key:<16} {value:.4f}" if isinstance(value, float) else f"  {key:<16} {value}")
+    if args.json:
+        args.json.write_text(json.dumps({"model_version": classifier.model_version,
+                                         "held_out": reports}, indent=2) + "\n")
     return 0
 
 

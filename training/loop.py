@@ -96,11 +96,12 @@ def pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def logits_for(model: TopModel, states, batch_size: int = 128) -> torch.Tensor:
     model.eval()
+    device = model.device
     out = torch.zeros(len(states), len(LABELS))
     with torch.inference_mode():
         for batch in length_batches([s.shape[0] for s in states], batch_size, None):
             hidden, mask = pad([states[i] for i in batch])
-            out[batch] = model(hidden.float(), mask)
+            out[batch] = model(hidden.to(device).float(), mask.to(device)).cpu()
     return out
 
 
@@ -122,8 +123,11 @@ def fit_temperature(logits: torch.Tensor, gold: torch.Tensor) -> float:
 def train_step(model: TopModel, optimiser, states: list[torch.Tensor], targets: torch.Tensor,
                weights: torch.Tensor, binary: torch.Tensor) -> float:
     """One optimiser step on one batch; returns the batch's weighted loss."""
+    device = model.device
     hidden, mask = pad(states)
-    losses = mixed_loss(model(hidden.float(), mask), targets, binary)
+    logits = model(hidden.to(device).float(), mask.to(device))
+    losses = mixed_loss(logits, targets.to(device), binary.to(device))
+    weights = weights.to(device)
     loss = (losses * weights).sum() / weights.sum()
     optimiser.zero_grad()
     loss.backward()

@@ -78,6 +78,15 @@ class TopModel(nn.Module):
         return self.head(layers.pool(hidden, mask, "mean"))
 
     @property
+    def device(self) -> torch.device:
+        return self.head.out.weight.device
+
+    def to_device(self, device: str | torch.device) -> "TopModel":
+        """``to(device)`` that also moves the original weights the export compares with."""
+        self.original = {k: v.to(device) for k, v in self.original.items()}
+        return self.to(device)
+
+    @property
     def full(self) -> bool:
         return self.full_rank_export > 0
 
@@ -112,7 +121,7 @@ class TopModel(nn.Module):
                 tensors[f"lora.{module}.B"] = left / scale
             else:  # biases and LayerNorms: small, stored as they are
                 tensors[f"encoder.{name}"] = value
-        return {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+        return {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
 
     def _export_lora(self) -> dict[str, torch.Tensor]:
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
@@ -125,4 +134,4 @@ class TopModel(nn.Module):
                     prefix = f"encoder.encoder.layer.{self.first + offset}.{name}"
                     tensors[f"{prefix}.weight"] = module.weight
                     tensors[f"{prefix}.bias"] = module.bias
-        return {k: v.detach().clone() for k, v in tensors.items()}
+        return {k: v.detach().cpu().clone() for k, v in tensors.items()}

@@ -13,7 +13,7 @@ from transformers import BertConfig, BertModel
 
 from serve_app import encoder_layers
 from training.cli import main
-from training.data import read_tsv, read_tweeteval, split_shared_data
+from training.data import normalised, read_tsv, read_tweeteval, split_shared_data
 from training.evaluate import binary_accuracy, expected_calibration_error, macro_scores
 from training.loop import example_weights, frozen_states, mean_state, mixed_loss, pad
 from training.model import TopModel
@@ -243,9 +243,37 @@ def test_held_out_data_never_appears_in_training_or_validation(shared_split):
     assert all(s.split()[-1] in {".", "!", "?"} for s in sentences)
 
 
+def test_no_held_out_text_is_in_the_training_rows_even_written_another_way(shared_split):
+    """Every held-out row, normalised as TweetEval and SemEval copies of a tweet agree, is
+    absent from training: TweetEval's 2,000 tweets are nearly all SemEval tweets too."""
+    trained = {normalised(t) for t in shared_split.train.texts}
+    for name, held_out in shared_split.tests.items():
+        leaked = [t for t in held_out.texts if normalised(t) in trained]
+        assert not leaked, f"{name}: {len(leaked)} held-out rows trained on, e.g. {leaked[:2]}"
+    assert len(shared_split.tests["tweeteval"]) == 2000
+    assert len(shared_split.tests["semeval"]) >= 3000
+
+
+def test_tweeteval_and_semeval_copies_of_a_tweet_normalise_alike():
+    semeval = "Watching Underworld with Jace, having a pretty nice Sunday. http://t.co/abc"
+    tweeteval = "Watching Underworld with Jace\\u002c having a pretty nice Sunday. "
+    assert normalised(semeval) == normalised(tweeteval)
+    assert normalised("@jack I &amp; you") == normalised("@user I & you")
+    assert normalised("good day") != normalised("bad day")
+
+
+def test_semeval_tweets_that_are_tweeteval_tweets_never_train_or_validate(shared_split):
+    tweeteval = {normalised(t) for t in shared_split.tests["tweeteval"].texts}
+    semeval_rows = [t for t, s in zip(shared_split.train.texts + shared_split.validation.texts,
+                                      shared_split.train_sources + shared_split.validation_sources)
+                    if s == "semeval"]
+    assert len(semeval_rows) > 40_000
+    assert not tweeteval & {normalised(t) for t in semeval_rows}
+
+
 def test_validation_by_source_splits_the_validation_rows_into_their_data_sets(shared_split):
     sets = shared_split.validation_by_source()
-    assert set(sets) == {"tweeteval", "sst2", "airline"}
+    assert set(sets) == {"semeval", "sst2", "airline"}
     assert sum(len(x) for x in sets.values()) == len(shared_split.validation)
     assert set(sets["sst2"].labels) == {"negative", "positive"}  # binary, as SST-2 is
 
