@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-actors", type=int, default=defaults.max_actors)
     parser.add_argument("--cpus-per-actor", type=float, default=defaults.num_cpus_per_actor)
     parser.add_argument("--gpus-per-actor", type=float, default=defaults.num_gpus_per_actor)
+    parser.add_argument("--cpus-per-read", type=float, default=defaults.num_cpus_per_read)
     parser.add_argument("--model-dir", default=None)
     return parser
 
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                            output_format=job.output_format, model_dir=args.model_dir,
                            batch_size=args.batch_size, max_actors=args.max_actors,
                            num_cpus_per_actor=args.cpus_per_actor,
-                           num_gpus_per_actor=args.gpus_per_actor)
+                           num_gpus_per_actor=args.gpus_per_actor,
+                           num_cpus_per_read=args.cpus_per_read)
     ray.init(log_to_driver=True)  # inside a Ray job: the job's cluster
     try:
         status = run_job(row, options)

@@ -86,7 +86,8 @@ class RayJobSubmitter:
         command = [sys.executable, "-m", "bulk", "run-job", job_id,
                    "--batch-size", str(s.job_batch_size), "--max-actors", str(s.job_max_actors),
                    "--cpus-per-actor", str(s.job_cpus_per_actor),
-                   "--gpus-per-actor", str(s.job_gpus_per_actor)]
+                   "--gpus-per-actor", str(s.job_gpus_per_actor),
+                   "--cpus-per-read", str(s.job_cpus_per_read)]
         if s.job_model_dir:
             command += ["--model-dir", s.job_model_dir]
         # The replica's directory, so that relative paths in settings mean the same there.

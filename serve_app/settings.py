@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     job_max_actors: int = Field(2, ge=1, description="a job's model actors scale up to this")
     job_cpus_per_actor: float = Field(1.0, gt=0)
     job_gpus_per_actor: float = Field(0.0, ge=0, description="a fraction shares one GPU")
+    # The model replicas hold their CPUs for good: a read task asking for a share of a CPU
+    # could wait forever beside them, and reading is light next to the model.
+    job_cpus_per_read: float = Field(0.0, ge=0)
     job_model_dir: str | None = Field(None, description="unset: the shipped default model")
 
     @property

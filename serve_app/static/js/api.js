@@ -124,7 +124,7 @@ export function describeFailure(status, detail, { retryAfter = null, context = "
  * Resolves to the parsed body; rejects with ApiError whose message is ready to display.
  */
 export async function request(
-  path, { method = "GET", json, form, auth = true, context = "", params, signal, as = "json" } = {},
+  path, { method = "GET", json, form, multipart, auth = true, context = "", params, signal, as = "json" } = {},
 ) {
   const url = new URL(path.replace(/^\//, ""), API_ROOT);
   for (const [key, value] of Object.entries(params || {})) {
@@ -137,6 +137,8 @@ export async function request(
     body = JSON.stringify(json);
   } else if (form !== undefined) {
     body = new URLSearchParams(form);
+  } else if (multipart !== undefined) {
+    body = multipart; // FormData: the browser sets the multipart boundary itself
   }
   if (auth) {
     const token = session.token;
@@ -192,4 +194,10 @@ export const api = {
   createKey: (name) => request("/auth/keys", { method: "POST", json: { name } }),
   listKeys: () => request("/auth/keys"),
   revokeKey: (id) => request(`/auth/keys/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  /** A file scored as a job: FormData with `file`, `column`, `keep`, `format`. */
+  submitJob: (formData) => request("/jobs", { method: "POST", multipart: formData }),
+  listJobs: () => request("/jobs"),
+  /** Cancels a running job, deletes a finished one. */
+  deleteJob: (id) => request(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  jobResult: (id) => request(`/jobs/${encodeURIComponent(id)}/result`, { as: "blob" }),
 };

@@ -1,10 +1,12 @@
 // The Batch tab: pasted lines or a .txt/.csv file -> /predict/batch in chunks, with progress,
-// Stop, overload retries, paged results and a CSV download.
+// Stop, overload retries, paged results and a CSV download. A file over MAX_FILE_TEXTS texts
+// (or any file, by choice) is uploaded as a job instead (jobs.js lists it).
 import { api, describeFailure } from "./api.js";
 import { planChunks, runChunks } from "./batchrun.js";
 import { formatDuration, labelCounts, pagedResults, showProgress } from "./batchview.js";
 import { download, resultsToCsv } from "./csv.js";
 import { $, announce, el, showAlert } from "./dom.js";
+import { setupJobs } from "./jobs.js";
 import { MAX_FILE_TEXTS, columnNames, csvTexts, numberedLines, readTextFile } from "./textfile.js";
 
 const number = (n) => n.toLocaleString();
@@ -30,6 +32,10 @@ export function setupBatch() {
   const downloadButton = $("#batch-download");
   const error = $("#batch-error");
   const output = $("#batch-result");
+  const jobOptions = $("#batch-job-options");
+  const asJob = $("#batch-as-job");
+  const jobFormat = $("#batch-job-format");
+  const jobs = setupJobs();
   const progress = {
     card: $("#batch-progress"),
     title: $("#batch-progress-title"),
@@ -64,17 +70,20 @@ export function setupBatch() {
   function updateFileInfo() {
     if (!file) {
       fileInfo.textContent = "";
-      fileInfo.hidden = fileClear.hidden = csvOptions.hidden = true;
+      fileInfo.hidden = fileClear.hidden = csvOptions.hidden = jobOptions.hidden = true;
+      asJob.checked = asJob.disabled = false;
       textarea.disabled = false;
       return;
     }
     const { texts, skipped } = currentTexts();
     const over = texts.length > MAX_FILE_TEXTS;
+    if (over) asJob.checked = true; // too many texts to send in parts: only a job takes them
+    asJob.disabled = over;
     fileInfo.textContent = `${file.name}: ${number(texts.length)} text${texts.length === 1 ? "" : "s"}${
       skipped ? ` (${number(skipped)} empty skipped)` : ""}${
-      over ? ` · too many: at most ${number(MAX_FILE_TEXTS)}` : " · the file is classified, not the box above"}`;
-    fileInfo.dataset.over = String(over);
-    fileInfo.hidden = fileClear.hidden = false;
+      over ? ` · over ${number(MAX_FILE_TEXTS)}: it runs as a job` : " · the file is classified, not the box above"}`;
+    fileInfo.dataset.over = "false";
+    fileInfo.hidden = fileClear.hidden = jobOptions.hidden = false;
     textarea.disabled = true;
   }
 
@@ -91,7 +100,7 @@ export function setupBatch() {
     file = null;
     if (chosen) {
       try {
-        file = { name: chosen.name, ...(await readTextFile(chosen)) };
+        file = { name: chosen.name, blob: chosen, ...(await readTextFile(chosen)) };
       } catch {
         showAlert(error, `Could not read ${chosen.name}. Choose a text (.txt) or CSV (.csv) file.`);
         fileInput.value = "";
@@ -126,7 +135,7 @@ export function setupBatch() {
     running = controller;
     const on = Boolean(controller);
     form.setAttribute("aria-busy", String(on));
-    for (const control of [submit, fileInput, columnSelect, headerBox, fileClear]) control.disabled = on;
+    for (const control of [submit, fileInput, columnSelect, headerBox, fileClear, jobFormat]) control.disabled = on;
     textarea.disabled = on || Boolean(file);
     stop.hidden = !on;
     stop.disabled = false;
@@ -142,8 +151,48 @@ export function setupBatch() {
     output.hidden = false;
   }
 
+  /** The upload for a job: a CSV with a header goes as it is, anything else as a CSV of its texts. */
+  function jobForm() {
+    const data = new FormData();
+    if (file.kind === "csv" && headerBox.checked && /\.csv$/i.test(file.name)) {
+      data.append("file", file.blob, file.name);
+      data.append("column", file.table.rows[0][Number(columnSelect.value)].trim());
+    } else {
+      const quoted = currentTexts().texts.map((t) => `"${t.replace(/"/g, '""')}"`);
+      const name = `${file.name.replace(/\.[^.]*$/, "") || "texts"}.csv`;
+      data.append("file", new Blob([`text\n${quoted.join("\n")}\n`], { type: "text/csv" }), name);
+      data.append("column", "text");
+    }
+    data.append("format", jobFormat.value);
+    return data;
+  }
+
+  async function startJob() {
+    const { texts } = currentTexts();
+    if (texts.length === 0) {
+      showAlert(error, `${file.name} holds no text to classify.`);
+      return;
+    }
+    submit.disabled = true;
+    form.setAttribute("aria-busy", "true");
+    try {
+      await jobs.submit(jobForm());
+      fileInput.value = "";
+      await loadFile();
+    } catch (err) {
+      if (!err.authFailed) showAlert(error, err.message);
+    } finally {
+      submit.disabled = false;
+      form.setAttribute("aria-busy", "false");
+    }
+  }
+
   async function start() {
     showAlert(error, "");
+    if (file && asJob.checked) {
+      await startJob();
+      return;
+    }
     const input = currentTexts();
     const problem = problemWith(input);
     if (problem) {
@@ -230,6 +279,7 @@ export function setupBatch() {
   });
 
   return {
+    showJobs: () => jobs.show(),
     setLimits(serviceLimits) {
       limits.maxChars = serviceLimits.max_text_chars;
       limits.maxTexts = serviceLimits.max_batch_texts;
@@ -237,6 +287,7 @@ export function setupBatch() {
     },
     reset() {
       generation += 1;
+      jobs.reset();
       if (running) running.abort();
       setRunning(null);
       form.reset();

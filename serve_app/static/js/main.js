@@ -69,6 +69,7 @@ async function enterWorkspace(welcome = "") {
   notify(welcome, "success");
   scheduleExpiry();
   selectTool("tab-classify");
+  batch.showJobs(); // jobs live on the server: the list comes back after a reload
   $("#classify-text").focus();
 }
 

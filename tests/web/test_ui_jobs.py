@@ -1,0 +1,73 @@
+"""A file run as a job from the Batch tab, in headless Chromium against the real service: the
+page uploads it to /jobs, the jobs list follows its progress, survives a reload, and the
+result downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+
+import pytest
+from playwright.async_api import expect
+from ui_steps import downloaded_csv, signed_in_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.ray]
+
+TEXTS = ["I love this, it works perfectly and I am delighted",
+         "Awful quality, it broke on the first day and I want my money back"]
+ROWS = 300
+
+
+async def test_a_file_runs_as_a_job_with_progress_and_its_result_downloads(
+        page, screenshots, ui_url, tmp_path):
+    await signed_in_user(page, ui_url)
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows([i, f"{TEXTS[i % 2]} (review {i})"] for i in range(ROWS))
+
+    await page.get_by_role("tab", name="Batch").click()
+    await page.get_by_label("Or a file").set_input_files(path)
+    await expect(page.locator("#batch-file-info")).to_contain_text("reviews.csv: 300 texts")
+    await page.get_by_label("Run as a job").check()  # a small file, run as a job by choice
+    await page.get_by_label("Result format").select_option("csv")
+    await page.get_by_role("button", name="Classify all").click()
+
+    job_row = page.locator("#jobs-table tbody tr").first
+    await expect(job_row).to_contain_text("reviews.csv")
+    await screenshots.take("job-submitted")
+    # The row moves from queued/running to succeeded; the statuses it showed on the way.
+    seen, deadline = [], time.monotonic() + 420
+    while (status := await job_row.get_attribute("data-status")) != "succeeded":
+        assert status in ("queued", "running"), await job_row.inner_text()
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        assert time.monotonic() < deadline, f"the job did not finish: {seen}"
+        await asyncio.sleep(0.3)
+    assert seen, "the page never showed the job before it finished"
+    bar = page.get_by_role("progressbar", name="Progress of reviews.csv")
+    await expect(bar).to_have_attribute("aria-valuenow", str(ROWS))
+    await expect(bar).to_have_attribute("aria-valuemax", str(ROWS))
+    await expect(job_row).to_contain_text("300 / 300 texts")
+    await expect(job_row).to_contain_text("Done")
+    await screenshots.take("job-done")
+
+    # The jobs live on the server: after a reload the list shows the job again.
+    await page.reload()
+    await page.get_by_role("tab", name="Batch").click()
+    job_row = page.locator("#jobs-table tbody tr").first
+    await expect(job_row).to_have_attribute("data-status", "succeeded")
+    await expect(job_row).to_contain_text("reviews.csv")
+
+    name, rows = await downloaded_csv(
+        page, lambda: page.get_by_role("button", name="Download the result of reviews.csv").click())
+    assert name == "reviews-scored.csv"
+    assert len(rows) == ROWS
+    assert [int(r["row"]) for r in rows] == list(range(ROWS))
+    assert rows[0]["label"] == "positive" and rows[1]["label"] == "negative"
+
+    await page.get_by_role("button", name="Delete the job for reviews.csv").click()
+    await expect(page.locator("#jobs-card")).to_be_hidden()
+    await screenshots.take("job-deleted")
