@@ -9,8 +9,8 @@ from kuberay_manifests import KUBERAY_DIR, OVERLAYS, built_overlay, kustomize_bu
 
 def test_base_builds_without_an_overlay():
     kinds = sorted(obj["kind"] for obj in kustomize_build(KUBERAY_DIR / "base"))
-    assert kinds == ["ConfigMap", "Namespace", "PodMonitor", "PodMonitor", "RayService", "Service",
-                     "StatefulSet"]
+    assert kinds == ["ConfigMap", "Namespace", "NetworkPolicy", "PodMonitor", "PodMonitor",
+                     "RayService", "Service", "StatefulSet"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -20,6 +20,7 @@ def test_overlay_builds_one_rayservice_with_redis_and_monitors(overlay):
     assert by_kind == [
         ("ConfigMap", "sentiment-tracing"),
         ("Namespace", "sentiment"),
+        ("NetworkPolicy", "sentiment-ray"),
         ("PodMonitor", "sentiment-ray-head"),
         ("PodMonitor", "sentiment-ray-workers"),
         ("RayService", "sentiment"),
