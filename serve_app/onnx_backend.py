@@ -7,7 +7,7 @@ that shapes it; a restart loads it directly. Before a graph is cached it must an
 batch like torch does (fp32: probabilities within ``FP32_TOLERANCE``), or it is refused.
 
 int8 is dynamic quantization of the linear layers' weights, one scale per output channel;
-the matrix products named in ``INT8_KEEP_FP32`` stay in fp32 because quantizing them moved
+the matrix products named by ``INT8_KEEP_FP32`` stay in fp32 because quantizing them moved
 labels most (docs/backends.md has the measurements).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -31,8 +32,9 @@ logger = logging.getLogger(__name__)
 FP32_TOLERANCE = 1e-4
 # Bump when the export recipe changes: cached graphs of the old recipe are then ignored.
 RECIPE = "2"
-# Matrix products left in fp32 by int8, matched against ONNX node names (substrings).
-INT8_KEEP_FP32: tuple[str, ...] = ("/output/dense/MatMul", "/head/", "/classifier/")
+# Matrix products int8 leaves in fp32 (a regular expression on ONNX node names): each layer's
+# feed-forward output, whose input (after GELU) quantizes worst, and the classifier head.
+INT8_KEEP_FP32 = r"layer\.\d+/output/dense/MatMul|/head/|/classifier/"
 OPSET = 17
 # Model types whose exported graph ONNX Runtime's BERT fusions understand.
 FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert"}
@@ -88,7 +90,7 @@ def load_logits(network: torch.nn.Module, *, input_names: Sequence[str], probe: 
     import onnxruntime as ort
 
     key = _short_hash(model_version, RECIPE, torch.__version__, ort.__version__,
-                      ",".join(input_names), str(int8), ",".join(INT8_KEEP_FP32))
+                      ",".join(input_names), str(int8), INT8_KEEP_FP32)
     name = model_version.replace("/", "_").replace("@", "-")
     target = cache_dir() / f"{name}-{'int8' if int8 else 'fp32'}-{key}.onnx"
     if target.is_file():
@@ -131,7 +133,7 @@ def quantize_int8(path: Path, out: Path) -> Path:
 
     model = onnx.load(str(path), load_external_data=False)
     keep = [n.name for n in model.graph.node
-            if n.op_type in ("MatMul", "Gemm") and any(p in n.name for p in INT8_KEEP_FP32)]
+            if n.op_type in ("MatMul", "Gemm") and re.search(INT8_KEEP_FP32, n.name)]
     quantize_dynamic(str(path), str(out), per_channel=True, weight_type=QuantType.QInt8,
                      nodes_to_exclude=keep,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
