@@ -79,6 +79,21 @@ def summarize(raw: dict, baseline: list[dict], ours: dict, args) -> dict:
     return results
 
 
+def backend_comparison(raw: dict, ours: dict) -> dict:
+    """The shipped CPU backend against torch fp32: raw (one thread each) and in the service
+    (the same steps run with `backend: torch`), texts/s ratios."""
+    found = {key: raw[key] for key in ("cpu_speedup_vs_torch",) if key in raw}
+    if ours.get("torch_backend"):
+        found["torch_backend"] = ours["torch_backend"]
+        found["service_speedup_vs_torch_backend"] = {
+            f"{r['route']} c{r['concurrency']}": _ratio(
+                _get(ours["sweep"], r["route"], r["concurrency"], "sentences_per_s"),
+                r["sentences_per_s"])
+            for r in ours["torch_backend"]
+        }
+    return found
+
+
 def summarize_fast(raw: dict, baseline: list[dict], ours: list[dict]) -> dict:
     """The `fast_model` section: ours against the baseline with the tiny classifier, and
     /predict/batch (32 texts, 8 clients) against the raw in-process rate at batch 32."""
@@ -128,7 +143,8 @@ def print_summary(results: dict) -> None:
         print(f"  {route:<15} {cells}")
     keys = ("throughput_ratio_c32", "p99_ratio_c32", "batch_vs_raw_ratio", "errors",
             "baseline_errors", "shed", "logging_on_vs_off_ratio_c32",
-            "chosen_vs_default_max_ongoing_ratio_c32", "cache_hit_ratio")  # fmt: skip
+            "chosen_vs_default_max_ongoing_ratio_c32", "cache_hit_ratio",
+            "cpu_speedup_vs_torch", "service_speedup_vs_torch_backend")  # fmt: skip
     for key in keys:
         if key in results:
             print(f"  {key:<42} {results[key]}")

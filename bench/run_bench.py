@@ -9,9 +9,13 @@ In order, with nothing else of ours running during each step:
      concurrency 1, 8, 32, 128 and /predict/batch (32 texts per request) at 1, 8, 32;
   3. on our service only, at concurrency 32 on /predict: PREDICTION_LOGGING off, Serve's
      default max_ongoing_requests (5) on both deployments, and a cache run with repeated texts;
+  3b. the same service with `backend: torch` in user_config (the backend before ONNX Runtime):
+     /predict at 32 clients and /predict/batch at 8, against the shipped backend's rows;
   4. fast-model mode (bench/fast_model.py): steps 1-2 again with a tiny random classifier that
      stands in for a GPU, with a CPU account per request by process.
-Our service runs as shipped: serve_config.yaml and the Ray processes' environment of
+Step 1 also rates every CPU backend at one thread (raw_model.backends) and gives the shipped
+backend's speed-up over torch fp32 (cpu_speedup_vs_torch). Our service runs as shipped:
+serve_config.yaml and the Ray processes' environment of
 configs/ray-serve.env. Prints the table and ratios, writes bench/results.json (the
 resident memory of the service's processes after the real-model run included).
 """
@@ -68,7 +72,8 @@ async def sweep(url: str, label: str, args) -> list[dict]:
 
 async def one_run(url: str, label: str, args, **kwargs) -> dict:
     token = await obtain_token(url, USER, PASSWORD)
-    result: LoadResult = await run_closed_loop(url, token, concurrency=32, **kwargs,
+    kwargs.setdefault("concurrency", 32)
+    result: LoadResult = await run_closed_loop(url, token, **kwargs,
                                                duration_s=args.duration)  # fmt: skip
     row = {"server": label, **result.summary()}
     report.print_row(row)
@@ -116,6 +121,13 @@ async def measure_ours(service: RayServe, args) -> dict:
     found["default_max_ongoing"] = await one_run(
         service.url, "ours, max_ongoing_requests=5 (Serve default)", args, route="/predict"
     )
+
+    service.deploy(service.config(user_config={"backend": "torch"}))
+    found["torch_backend"] = [
+        await one_run(service.url, "ours, backend torch", args, route="/predict"),
+        await one_run(service.url, "ours, backend torch", args, route="/predict/batch",
+                      texts_per_request=32, concurrency=8),
+    ]
     return found
 
 
@@ -159,6 +171,8 @@ def main() -> int:
     raw = raw_model_rate(5.0)
     print("  " + ", ".join(f"batch {r['batch_size']}: {r['sentences_per_s']} sentences/s"
                            for r in raw["rates"]), flush=True)  # fmt: skip
+    print(f"  one thread each: {raw.get('backends')}; shipped ({raw['backend']}) over torch: "
+          f"{raw.get('cpu_speedup_vs_torch')}", flush=True)
 
     baseline_rows: list[dict] = []
     with scratch_dir() as work:
@@ -176,6 +190,7 @@ def main() -> int:
 
     results = report.summarize(raw, baseline_rows, ours, args)
     results["resident_mib_after_run"] = ours["resident_mib"]
+    results.update(report.backend_comparison(raw, ours))
     if fast is not None:
         results["fast_model"] = fast
     results["ray_env"] = {**shipped_ray_env(), **cluster_env}
