@@ -41,12 +41,20 @@ FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert"}
 
 
 def cache_dir() -> Path:
-    """``ONNX_CACHE_DIR``, else the user's cache directory (``XDG_CACHE_HOME``)."""
+    """``ONNX_CACHE_DIR``, else the user's cache directory (``XDG_CACHE_HOME``); where that
+    cannot be written (a read-only home in a container), the temporary directory."""
     explicit = os.environ.get("ONNX_CACHE_DIR")
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sentiment-serve" / "onnx"
+    preferred = Path(base) / "sentiment-serve" / "onnx"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / "sentiment-serve-onnx"
 
 
 def session_threads() -> int:
