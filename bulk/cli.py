@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
-from bulk.pipeline import InputError, ScoreOptions, ScoreSummary, score
+from bulk.pipeline import InputError, ScoreOptions, ScoreSummary, check_input, score
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,10 @@ def add_score_command(commands) -> None:
     cmd.add_argument("--num-cpus-per-actor", type=float, default=defaults.num_cpus_per_actor)
     cmd.add_argument("--num-gpus-per-actor", type=float, default=defaults.num_gpus_per_actor,
                      help="GPU per actor; a fraction (0.25) shares one GPU between actors")
+    cmd.add_argument("--backend", choices=("torch", "onnx"), default=None,
+                     help="what runs the network (default: as the service, ONNX Runtime on "
+                          "CPU, torch on GPU)")
+    cmd.add_argument("--int8", action="store_true", help="int8 weights (ONNX Runtime)")
     cmd.add_argument("--num-cpus", type=int, default=None,
                      help="CPUs of the private local instance (default: all available)")
     cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -59,6 +64,7 @@ def options_from(args: argparse.Namespace, cpus: int | None) -> ScoreOptions:
         output_format=output_format, model_dir=args.model_dir, batch_size=args.batch_size,
         min_actors=min(args.min_actors, max_actors), max_actors=max_actors,
         num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
+        classifier_options={"backend": args.backend, "int8": args.int8},
     )  # fmt: skip
 
 
@@ -92,12 +98,18 @@ def print_summary(summary: ScoreSummary, output: str, as_json: bool) -> None:
           f"model: {summary.model_version}")  # fmt: skip
 
 
+def _exit(signum, _frame) -> None:
+    # SystemExit unwinds like Ctrl-C: the result's temporary file is removed and the private
+    # Ray instance (its raylet, GCS and actors) is shut down at exit.
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit)
     try:
-        from bulk.sources import check_input
-
-        check_input(args.input, args.column, [k for k in args.keep.split(",") if k.strip()])
+        options = options_from(args, None)
+        check_input(args.input, options.column, options.keep)  # before Ray starts
         cpus = start_ray(args.address, args.num_cpus)
         summary = score(args.input, args.output, options_from(args, cpus))
     except InputError as err:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bulk.scorer import BatchScorer, result_schema
+from bulk.scorer import result_schema
 from bulk.sinks import ResultWriter
-from bulk.sources import InputError, check_input, read_dataset
+from bulk.sources import BLOCK_BYTES, InputError, check_input, read_dataset
 
 __all__ = ["InputError", "ScoreOptions", "ScoreSummary", "check_input", "score"]
 
@@ -44,7 +44,7 @@ class ScoreOptions:
     num_gpus_per_actor: float = 0.0  # a fraction shares a GPU between actors
     # CPUs reserved per read task: reading is light next to the model, and a whole CPU per
     # read would keep an actor from starting on a small machine.
-    num_cpus_per_read: float = 0.1
+    num_cpus_per_read: float = 0.0
     # SentimentClassifier.load's keywords (long_text, max_length, ...); long_text defaults
     # to the service's LONG_TEXT setting.
     classifier_options: dict = field(default_factory=dict)
@@ -71,25 +71,12 @@ def score(input_uri: str, output_uri: str, options: ScoreOptions,
     second while rows arrive, and once at the end. Raises InputError before any Ray work
     when the input cannot be read as asked.
     """
-    import ray.data
-
     started = time.perf_counter()
     check_input(input_uri, options.column, options.keep)
     labels = model_labels(options.model_dir)
     _check_kept_names(options.keep, labels)
     writer = ResultWriter(output_uri, options.output_format)
-    dataset = read_dataset(input_uri, options.column, options.keep, options.num_cpus_per_read)
-    dataset.context.execution_options.preserve_order = True  # row numbers follow the input
-    scored = dataset.map_batches(
-        BatchScorer,
-        fn_constructor_kwargs={"column": options.column, "keep": options.keep,
-                               "model_dir": options.model_dir,
-                               "classifier_options": _classifier_options(options)},
-        batch_size=options.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=options.min_actors,
-                                           max_size=options.max_actors),
-        num_cpus=options.num_cpus_per_actor, num_gpus=options.num_gpus_per_actor or None,
-    )  # fmt: skip
+    scored = _scored_dataset(input_uri, options)
     counts = _Counts(labels)
     try:
         for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -107,6 +94,30 @@ def score(input_uri: str, output_uri: str, options: ScoreOptions,
     return ScoreSummary(rows=counts.rows, errors=counts.errors, label_counts=dict(counts.labels),
                         seconds=round(seconds, 3), texts_per_s=round(counts.rows / seconds, 1),
                         model_version=counts.model_version)  # fmt: skip
+
+
+def _scored_dataset(input_uri: str, options: ScoreOptions):
+    """Read -> map_batches(BatchScorer) on an actor pool, built under a context of its own:
+    small blocks, and blocks kept in input order (row numbers follow the input)."""
+    import ray.data
+
+    from bulk.scorer import BatchScorer
+
+    context = ray.data.DataContext.get_current().copy()
+    context.target_max_block_size = BLOCK_BYTES
+    context.execution_options.preserve_order = True
+    with ray.data.DataContext.current(context):
+        dataset = read_dataset(input_uri, options.column, options.keep, options.num_cpus_per_read)
+        return dataset.map_batches(
+            BatchScorer,
+            fn_constructor_kwargs={"column": options.column, "keep": options.keep,
+                                   "model_dir": options.model_dir,
+                                   "classifier_options": _classifier_options(options)},
+            batch_size=options.batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=options.min_actors,
+                                               max_size=options.max_actors),
+            num_cpus=options.num_cpus_per_actor, num_gpus=options.num_gpus_per_actor or None,
+        )  # fmt: skip
 
 
 def model_labels(model_dir: str | None) -> list[str]:

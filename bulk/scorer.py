@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bulk.sources import PROBLEM_COLUMN
-from serve_app.classifier import SentimentClassifier
 
 RESULT_COLUMNS = ("label", "score", "windows", "model_version", "error")
 
@@ -32,6 +31,8 @@ class BatchScorer:
 
     def __init__(self, *, column: str, keep: list[str], model_dir: str | None,
                  classifier_options: dict):
+        from serve_app.classifier import SentimentClassifier
+
         self.column = column
         self.keep = keep
         self.classifier = SentimentClassifier.load(model_dir, **classifier_options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -21,10 +22,16 @@ if TYPE_CHECKING:
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
-# A JSON Lines value that is not a string reaches the scorer as this column's description.
+# A JSON Lines value that is not text reaches the scorer with what is wrong with it in this
+# column (never written out).
 PROBLEM_COLUMN = "__bulk_problem"
 # Lines of a JSON Lines file read to find its columns before accepting it.
 JSONL_SAMPLE_LINES = 1000
+# Blocks of about this size flow through the pipeline: small enough that memory holds only a
+# few per process and the actors share the work evenly to the end, large enough that Ray's
+# cost per block stays small next to the model's.
+BLOCK_BYTES = 128 * 1024
+JSONL_LINES_PER_BLOCK = 1024
 
 
 class InputError(ValueError):
@@ -86,7 +93,7 @@ def check_input(input_uri: str, column: str, keep: list[str]) -> int | None:
 
 def _jsonl_columns(stream, uri: str) -> list[str]:
     names: dict[str, None] = {}
-    for number, line in enumerate(_lines(stream)):
+    for number, line in enumerate(lines(stream)):
         if number >= JSONL_SAMPLE_LINES:
             break
         if not line.strip():
@@ -104,16 +111,16 @@ def _jsonl_columns(stream, uri: str) -> list[str]:
     return list(names)
 
 
-def _lines(stream, chunk_size: int = 1 << 16):
+def lines(stream, chunk_size: int = 1 << 16) -> Iterator[str]:
     """Text lines of a binary stream, read a chunk at a time."""
     pending = b""
     while chunk := stream.read(chunk_size):
         pending += chunk
         *complete, pending = pending.split(b"\n")
         for line in complete:
-            yield line.decode("utf-8")
+            yield line.decode("utf-8", errors="replace")
     if pending:
-        yield pending.decode("utf-8")
+        yield pending.decode("utf-8", errors="replace")
 
 
 def _require_columns(names: list[str], column: str, keep: list[str], uri: str) -> None:
@@ -126,7 +133,8 @@ def _require_columns(names: list[str], column: str, keep: list[str], uri: str) -
 
 def read_dataset(input_uri: str, column: str, keep: list[str],
                  num_cpus: float) -> "ray.data.Dataset":
-    """The input as a Ray Data dataset of the text column and the kept columns, in order."""
+    """The input as a Ray Data dataset of the text column and the kept columns, in order,
+    read a block of about BLOCK_BYTES at a time."""
     import ray.data
 
     fmt = input_format(input_uri)
@@ -138,53 +146,10 @@ def read_dataset(input_uri: str, column: str, keep: list[str],
     if fmt == "csv":
         options = csv_options(column)
         options["convert_options"].include_columns = columns
+        options["read_options"] = pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False)
         return ray.data.read_csv(path, **common, **options)
-    # JSON Lines values may differ in type from line to line, which Arrow's JSON reader
-    # refuses: lines are read as text and parsed here, so one odd value is one error row.
-    lines = ray.data.read_text(path, drop_empty_lines=True, **common)
-    return lines.map_batches(parse_json_lines, batch_format="pyarrow", batch_size=None,
-                             fn_kwargs={"column": column, "keep": keep}, num_cpus=num_cpus)
+    from bulk.jsonl import JsonLinesDatasource
 
-
-def parse_json_lines(batch: pa.Table, *, column: str, keep: list[str]) -> pa.Table:
-    """JSON Lines text -> the text column (strings or null), what was wrong with a value that
-    is not text, and the kept columns."""
-    texts: list[str | None] = []
-    problems: list[str | None] = []
-    kept: dict[str, list] = {name: [] for name in keep}
-    for line in batch.column("text").to_pylist():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
-            texts.append(None)
-            problems.append("line is not a JSON object")
-            for values in kept.values():
-                values.append(None)
-            continue
-        value = record.get(column)
-        texts.append(value if isinstance(value, str) else None)
-        problems.append(None if isinstance(value, str) else _describe(value, column in record))
-        for name, values in kept.items():
-            values.append(record.get(name))
-    arrays = {name: _array(values) for name, values in kept.items()}
-    return pa.table({**arrays, column: pa.array(texts, pa.string()),
-                     PROBLEM_COLUMN: pa.array(problems, pa.string())})
-
-
-def _describe(value, present: bool) -> str:
-    if not present:
-        return "no value"
-    if value is None:
-        return "null value"
-    kinds = ((bool, "boolean"), ((int, float), "number"), (list, "array"), (dict, "object"))
-    return "not text (" + next(name for kind, name in kinds if isinstance(value, kind)) + ")"
-
-
-def _array(values: list) -> pa.Array:
-    """Kept values as Arrow infers them; values of mixed kinds are kept as their JSON text."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    source = JsonLinesDatasource(path, column=column, keep=keep, filesystem=filesystem,
+                                 lines_per_block=JSONL_LINES_PER_BLOCK)  # fmt: skip
+    return ray.data.read_datasource(source, num_cpus=num_cpus)
