@@ -18,7 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBERAY_DIR = REPO_ROOT / "kuberay"
 OVERLAYS = ("cpu", "gpu")
 CRD_DIR = (REPO_ROOT / ".." / "shared" / "kuberay" / "crds").resolve()
-CRD_FILES = {"RayService": "ray.io_rayservices.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
+CRD_FILES = {"RayService": "ray.io_rayservices.yaml", "RayCluster": "ray.io_rayclusters.yaml",
+             "RayJob": "ray.io_rayjobs.yaml"}
 #: the Kubernetes version whose offline schemas kubernetes-validate checks core objects against
 KUBERNETES_VERSION = "1.33.0"
 
