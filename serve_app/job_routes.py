@@ -10,7 +10,7 @@ import uuid
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from serve_app.auth import AUTH_ERRORS, CurrentUser
@@ -50,6 +50,7 @@ STORAGE_LIMIT = "storage"
 ERRORS = {
     **AUTH_ERRORS,
     404: {"model": ErrorResponse, "description": JOB_NOT_FOUND},
+    422: {"model": ErrorResponse, "description": "Not a job id"},
 }
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -66,9 +67,12 @@ async def get_jobs(request: Request) -> Jobs:
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 
 
-async def owned_job(job_id: str, user: CurrentUser, jobs: JobsDep):
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the job's id")]
+
+
+async def owned_job(job_id: JobId, user: CurrentUser, jobs: JobsDep):
     """The caller's job; another user's is as absent as one that never existed."""
-    job = await jobs.get(job_id=job_id, user_id=user.id) if len(job_id) <= 32 else None
+    job = await jobs.get(job_id=job_id, user_id=user.id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, JOB_NOT_FOUND)
     return job

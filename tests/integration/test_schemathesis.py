@@ -52,19 +52,26 @@ OPERATIONS = [
     ("POST", "/auth/keys"),
     ("GET", "/auth/keys"),
     ("DELETE", "/auth/keys/{key_id}"),
+    ("POST", "/jobs"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/{job_id}"),
+    ("GET", "/jobs/{job_id}/result"),
+    ("DELETE", "/jobs/{job_id}"),
 ]
 # Operations that take no input but the credential: there is nothing to make invalid.
-NO_INPUT = {("GET", "/"), ("GET", "/health"), ("GET", "/info"), ("GET", "/auth/keys")}
+NO_INPUT = {("GET", "/"), ("GET", "/health"), ("GET", "/info"), ("GET", "/auth/keys"),
+            ("GET", "/jobs")}
 # Operations tried with an API key as well (the key-management ones must answer 403).
 WITH_API_KEY = [("GET", "/"), ("POST", "/predict"), ("POST", "/predict/batch"), ("GET", "/data"),
-                ("POST", "/auth/keys"), ("GET", "/auth/keys"), ("DELETE", "/auth/keys/{key_id}")]
+                ("POST", "/auth/keys"), ("GET", "/auth/keys"), ("DELETE", "/auth/keys/{key_id}"),
+                ("POST", "/jobs"), ("GET", "/jobs")]
 CASES = [(method, path, mode, "token") for method, path in OPERATIONS
          for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
          if mode is GenerationMode.POSITIVE or (method, path) not in NO_INPUT]
 CASES += [(method, path, GenerationMode.POSITIVE, "api key") for method, path in WITH_API_KEY]
 # Examples per operation and mode. Failed logins count towards the per-client login limit of
 # the shared instance (100 per window by default), so /auth/token stays well below it.
-MAX_EXAMPLES = {"/auth/token": 20, "/predict/batch": 25}
+MAX_EXAMPLES = {"/auth/token": 20, "/predict/batch": 25, "/jobs": 25}
 DEFAULT_MAX_EXAMPLES = 50
 
 CHECKS = [
