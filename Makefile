@@ -18,7 +18,7 @@ RAY_SERVE_ENV_FILE := configs/ray-serve.env
 RAY_SERVE_ENV := $(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE)),\
   $(firstword $(subst =, ,$(line)))=$(or $($(firstword $(subst =, ,$(line)))),$(word 2,$(subst =, ,$(line)))))
 
-.PHONY: setup setup-dev migrate run test bench load docs
+.PHONY: setup setup-dev migrate run test bench bench-bulk load docs
 
 # The checkout is installed editable (pyproject.toml): its packages import wherever the venv's
 # `serve`, `ray` and `python` run, e.g. `serve status` outside the repository root.
@@ -57,6 +57,11 @@ test: setup-dev
 # Ours against the naive baseline in one run (~10 min on 2 cores): table + bench/results.json.
 bench: setup-dev
 	$(BIN)/python -m bench.run_bench $(BENCH_ARGS)
+
+# Bulk scoring (Ray Data) against the raw model rate and the service (~15 min on 2 cores):
+# 100,000 texts with the real model, 1,000,000 with the fast one; writes bench/bulk.json.
+bench-bulk: setup-dev
+	$(BIN)/python -m bench.bulk $(BENCH_BULK_ARGS)
 
 # 500 locust users against a running service (`make run`): bench/load.json. Users honour
 # Retry-After; LOAD_ARGS="--start-service --service-cpus 0" loads a private service on core 0.

@@ -40,7 +40,9 @@ def add_score_command(commands) -> None:
     cmd.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                      help="Ray cluster to run on (default: RAY_ADDRESS, else a private local one)")
     cmd.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    cmd.add_argument("--min-actors", type=int, default=defaults.min_actors)
+    cmd.add_argument("--min-actors", type=int, default=None,
+                     help="fewest model actors (default: --max-actors on the private "
+                          f"instance, which is the command's alone, else {defaults.min_actors})")
     cmd.add_argument("--max-actors", type=int, default=None,
                      help="most model actors (default: one per CPU of the private instance, "
                           f"else {defaults.max_actors})")
@@ -62,7 +64,9 @@ def options_from(args: argparse.Namespace, cpus: int | None) -> ScoreOptions:
     return ScoreOptions(
         column=args.column, keep=[name.strip() for name in args.keep.split(",") if name.strip()],
         output_format=output_format, model_dir=args.model_dir, batch_size=args.batch_size,
-        min_actors=min(args.min_actors, max_actors), max_actors=max_actors,
+        min_actors=min(args.min_actors or (max_actors if cpus else ScoreOptions().min_actors),
+                       max_actors),
+        max_actors=max_actors,
         num_cpus_per_actor=args.num_cpus_per_actor, num_gpus_per_actor=args.num_gpus_per_actor,
         classifier_options={"backend": args.backend, "int8": args.int8},
     )  # fmt: skip

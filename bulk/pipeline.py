@@ -11,6 +11,7 @@ blocks in input order, numbers the rows, counts labels and appends to the output
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from bulk.sources import BLOCK_BYTES, InputError, check_input, read_dataset
 __all__ = ["InputError", "ScoreOptions", "ScoreSummary", "check_input", "score"]
 
 ROW_COLUMN = "row"
+# The shipped model (serve_app.classifier.DEFAULT_MODEL_DIR, named here to keep torch out).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 # The driver reports progress at most this often.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -121,17 +124,16 @@ def _scored_dataset(input_uri: str, options: ScoreOptions):
 
 
 def model_labels(model_dir: str | None) -> list[str]:
-    """The model's labels from its directory's config, without loading the model."""
-    from transformers import AutoConfig
-
-    from serve_app.classifier import DEFAULT_MODEL_DIR
-    from serve_app.encoder_layers import LAYERS_CONFIG, LayersConfig
-
+    """The model's labels from its directory's config, read without loading the model (the
+    driver stays free of torch)."""
     path = DEFAULT_MODEL_DIR if model_dir in (None, "default") else Path(model_dir)
-    if (path / LAYERS_CONFIG).is_file():
-        return LayersConfig.read(path).labels
-    config = AutoConfig.from_pretrained(path)
-    return [str(config.id2label[i]) for i in range(config.num_labels)]
+    if (path / "layers.json").is_file():
+        return list(json.loads((path / "layers.json").read_text())["labels"])
+    try:
+        id2label = json.loads((path / "config.json").read_text())["id2label"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path} is not a model directory: {err}") from err
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
 def _check_kept_names(keep: list[str], labels: list[str]) -> None:
