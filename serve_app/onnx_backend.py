@@ -181,7 +181,8 @@ def _check_fp32(path: Path, network: torch.nn.Module, probe: dict, names: list[s
     got = OnnxLogits(path, names)(probe)
     differ = probabilities_differ(expected, got)
     if differ > FP32_TOLERANCE:
-        raise RuntimeError(f"the exported graph's probabilities differ from torch's by {differ:.2g}")
+        raise RuntimeError(
+            f"the exported graph's probabilities differ from torch's by {differ:.2g}")
 
 
 def _fused_if_equal(path: Path, network: torch.nn.Module, probe: dict, names: list[str],
