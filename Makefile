@@ -18,7 +18,7 @@ RAY_SERVE_ENV_FILE := configs/ray-serve.env
 RAY_SERVE_ENV := $(foreach line,$(shell grep -E '^[A-Z_]+=' $(RAY_SERVE_ENV_FILE)),\
   $(firstword $(subst =, ,$(line)))=$(or $($(firstword $(subst =, ,$(line)))),$(word 2,$(subst =, ,$(line)))))
 
-.PHONY: setup setup-dev migrate run test bench bench-bulk load docs
+.PHONY: setup setup-dev migrate run test bench bench-bulk load docs image
 
 # The checkout is installed editable (pyproject.toml): its packages import wherever the venv's
 # `serve`, `ray` and `python` run, e.g. `serve status` outside the repository root.
@@ -74,3 +74,17 @@ load: setup-dev
 DOCS_CMD ?= serve --dev-addr 127.0.0.1:8001
 docs: setup-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs $(DOCS_CMD) --strict
+
+# The container image (Dockerfile) with docker, or podman where docker has no daemon; prints
+# its size. IMAGE_BUILD_ARGS go to the build, e.g. "--build-arg BASE_IMAGE=..." or a private
+# package index (docs/image.md).
+IMAGE ?= sentiment-serve:0.1.0
+IMAGE_BUILD_ARGS ?=
+image:
+	@engine=$$(if docker info >/dev/null 2>&1; then echo docker; \
+	  elif command -v podman >/dev/null; then echo podman; fi); \
+	test -n "$$engine" || { echo "make image: neither docker (with a daemon) nor podman" >&2; exit 1; }; \
+	echo "$$engine build -t $(IMAGE) $(IMAGE_BUILD_ARGS) ."; \
+	$$engine build -t $(IMAGE) $(IMAGE_BUILD_ARGS) . && \
+	$$engine image inspect --format '{{.Size}}' $(IMAGE) | \
+	  awk '{ printf "$(IMAGE): %.2f GB (%d bytes)\n", $$1 / 1e9, $$1 }'
