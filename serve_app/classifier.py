@@ -45,9 +45,10 @@ from serve_app.length_groups import length_groups  # noqa: E402
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 # Windows are sorted by length and run in groups of similar length, at most this many.
 CHUNK_SIZE = 64
-# What one forward call costs beyond its tokens, in tokens' worth of compute (one thread,
-# MiniLM): the length grouping weighs a further call against the padding it saves.
-CALL_COST_TOKENS = {"torch": 160.0, "onnx": 24.0}
+# What one forward call costs beyond its tokens, in tokens' worth of compute: the length
+# grouping weighs a further call against the padding it saves. Measured with MiniLM on one
+# thread, batch 1 against batch 32 of ~23-token texts (bench/backends.py): ~35 and ~6.
+CALL_COST_TOKENS = {"torch": 32.0, "onnx": 8.0}
 # Texts of unlike lengths (padding and masks matter): an exported graph must answer them as
 # torch does before it serves.
 PROBE_TEXTS = ("Fine.", "The flight was late again and nobody told us why, so we waited.")
