@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.local_ports import free_port
 from deployments.haproxy_guard import config_path, loopback_admin_binds
 from deployments.local_service import serve_config, service_ports
 from deployments.port_holders import holder, taken_ports_message
@@ -107,3 +108,65 @@ print(end_descendants(term_grace_s=1))
         time.sleep(0.1)
     assert not psutil.pid_exists(grandchild) or (
         psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE)
+
+
+def test_haproxy_through_the_guard_keeps_admin_ports_on_loopback_and_dies_with_its_parent(
+        tmp_path):
+    """The real HAProxy binary, started the way Ray's HAProxyManager starts it, through the
+    `sentiment-haproxy` command: its statistics and metrics listen on loopback only, and when
+    the process that started it is SIGKILLed (no orderly stop), HAProxy goes too."""
+    guard = Path(sys.executable).parent / "sentiment-haproxy"
+    assert guard.exists(), "run `make setup`: it installs the project's commands"
+    stats, metrics, api = free_port(), free_port(), free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"""global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend prometheus
+    bind :{metrics}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+frontend http_frontend
+    bind 127.0.0.1:{api}
+    http-request return status 200 content-type text/plain string ok
+listen stats
+  bind *:{stats}
+  stats enable
+  stats uri /stats
+""")
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time;"
+         f"p = subprocess.Popen([{str(guard)!r}, '-db', '-f', {str(config)!r}]);"
+         "print(p.pid, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        haproxy = psutil.Process(int(starter.stdout.readline()))
+        deadline = time.monotonic() + 20
+        while len(_listening(haproxy)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert haproxy.name() == "haproxy"  # the guard became HAProxy: same pid
+        assert sorted(_listening(haproxy)) == sorted(
+            [("127.0.0.1", stats), ("127.0.0.1", metrics), ("127.0.0.1", api)])
+    finally:
+        starter.kill()
+        starter.wait()
+    deadline = time.monotonic() + 5
+    while _alive(haproxy) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(haproxy)
+    assert holder("127.0.0.1", api) is None
+
+
+def _listening(process: psutil.Process) -> list[tuple[str, int]]:
+    return [(c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
