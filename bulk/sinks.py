@@ -41,14 +41,14 @@ class ResultWriter:
 
     @property
     def schema(self) -> pa.Schema | None:
-        return self._writer.schema if self._writer is not None else None
+        return self._schema if self._writer is not None else None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._open(table.schema)
-        elif table.schema != self._writer.schema:
+        elif table.schema != self._schema:
             # Readers infer a kept column's type per block; hold every block to the first.
-            table = table.cast(self._writer.schema)
+            table = table.cast(self._schema)
         if self.format == "csv":
             self._writer.write_table(table)
             return
@@ -79,6 +79,7 @@ class ResultWriter:
                 self.filesystem.delete_file(self.temporary_path)
 
     def _open(self, schema: pa.Schema) -> None:
+        self._schema = schema  # pyarrow's CSVWriter, unlike ParquetWriter, does not keep it
         self._stream = self.filesystem.open_output_stream(self.temporary_path)
         if self.format == "csv":
             self._writer = pacsv.CSVWriter(self._stream, schema)
