@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 import time
@@ -164,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit(signum, _frame) -> None:
+    # `ray job stop` sends SIGTERM: unwind, so the result's temporary file is removed.
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     import ray
 
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit)
     engine = sync_engine(get_settings().database_url)
     row = JobRow(engine, args.job_id)
     job = row.load()

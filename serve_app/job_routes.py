@@ -173,7 +173,7 @@ async def create_job(request: Request, user: CurrentUser, jobs: JobsDep) -> JobO
 @router.get("", response_model=list[JobOut], responses=AUTH_ERRORS)
 async def list_jobs(user: CurrentUser, jobs: JobsDep) -> list[JobOut]:
     """Your jobs, newest first (the latest 100)."""
-    return [JobOut.of(job) for job in await jobs.list(user_id=user.id)]
+    return [JobOut.of(job) for job in await jobs.of_user(user_id=user.id)]
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)

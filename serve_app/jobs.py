@@ -117,7 +117,7 @@ class Jobs:
                                                          Job.user_id == user_id))
         return await self._reconciled(job) if job is not None else None
 
-    async def list(self, *, user_id: int, limit: int = 100) -> list[Job]:
+    async def of_user(self, *, user_id: int, limit: int = 100) -> list[Job]:
         async with self.sessions() as session:
             jobs = list(await session.scalars(
                 select(Job).where(Job.user_id == user_id)

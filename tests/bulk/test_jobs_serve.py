@@ -219,7 +219,7 @@ async def test_a_job_outlives_an_ingress_restart_and_is_cancelled_midway(serve_i
         listed = await client.get("/jobs", headers=user.headers)
         assert listed.status_code == 200, listed.text
         (found,) = listed.json()
-        assert found["id"] == job_id and found["status"] == "running"
+        assert found["id"] == job_id and found["status"] == "running", found
         later = await wait_for_job(client, user.headers, job_id,
                                    lambda j: j["rows_done"] > found["rows_done"])
         assert later["rows_total"] == 30_000
