@@ -169,7 +169,7 @@ class _Counts:
         self.errors = 0
         self.labels: Counter[str] = Counter(dict.fromkeys(labels, 0))
         self.model_version = ""
-        self._reported = time.monotonic()
+        self._reported = float("-inf")  # the first block is reported at once
 
     def add(self, block: pa.Table) -> None:
         self.rows += block.num_rows

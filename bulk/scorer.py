@@ -41,23 +41,23 @@ class BatchScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts, errors = texts_and_errors(batch, self.column)
         scorable = [i for i, error in enumerate(errors) if error is None]
-        predictions = dict(zip(scorable, self._predict([texts[i] for i in scorable], scorable,
-                                                       errors)))  # fmt: skip
-        labels = self.classifier.labels
-        rows = [predictions.get(i) for i in range(len(texts))]
+        predicted = self._predict([texts[i] for i in scorable], scorable, errors)
+        rows: list = predicted if len(scorable) == len(texts) else [None] * len(texts)
+        if rows is not predicted:
+            for i, prediction in zip(scorable, predicted):
+                rows[i] = prediction
         columns = {
             "label": [p and p.label for p in rows],
             "score": [p and p.score for p in rows],
             **{probability_column(label): [p and p.scores[label] for p in rows]
-               for label in labels},
+               for label in self.classifier.labels},
             "windows": [p and p.windows for p in rows],
-            "model_version": [self.classifier.model_version] * len(rows),
-            "error": errors,
+            "model_version": pa.repeat(self.classifier.model_version, len(rows)),
+            "error": pa.array(errors, pa.string()),
         }  # fmt: skip
-        scored = pa.Table.from_pydict(columns, schema=self.schema)
         kept = batch.select(self.keep)
-        for name in scored.column_names:
-            kept = kept.append_column(name, scored.column(name))
+        for field in self.schema:
+            kept = kept.append_column(field, pa.array(columns[field.name], field.type))
         return kept
 
     def _predict(self, texts: list[str], rows: list[int], errors: list[str | None]) -> list:
@@ -79,7 +79,9 @@ class BatchScorer:
 def texts_and_errors(batch: pa.Table, column: str) -> tuple[list, list[str | None]]:
     """The column's values and, per row, why it cannot be scored (None when it can)."""
     values = batch.column(column)
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    if _is_text(values.type) and not pa.types.is_string(values.type):
+        values = values.cast(pa.string())  # dictionary-encoded text, large strings, views
+    if not pa.types.is_string(values.type):
         # e.g. a Parquet column of numbers: nothing in it is text
         errors = ["null value" if value is None else f"not text ({values.type})"
                   for value in values.to_pylist()]  # fmt: skip
@@ -91,3 +93,10 @@ def texts_and_errors(batch: pa.Table, column: str) -> tuple[list, list[str | Non
     errors = [problem or ("null value" if text is None else "empty text" if is_blank else None)
               for text, problem, is_blank in zip(texts, problems, blank)]  # fmt: skip
     return texts, errors
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _is_text(kind.value_type)
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -168,9 +170,9 @@ def test_a_missing_column_is_an_input_error_naming_it(tmp_path):
 
 
 def test_a_killed_actor_is_replaced_and_every_row_comes_out_once(local_ray, tmp_path):
-    count = 3000
+    count = 2100  # JSON Lines are read 1,024 lines a block: three blocks
     texts = [f"{[POSITIVE, NEGATIVE, NEUTRAL][i % 3]} (#{i})" for i in range(count)]
-    pq.write_table(pa.table({"id": list(range(count)), "text": texts}), tmp_path / "in.parquet")
+    write_jsonl(tmp_path / "in.jsonl", [{"id": i, "text": text} for i, text in enumerate(texts)])
     killed: list[int] = []
 
     def kill_an_actor(rows_done: int, errors: int, labels: dict) -> None:
@@ -182,7 +184,7 @@ def test_a_killed_actor_is_replaced_and_every_row_comes_out_once(local_ray, tmp_
         actors[0].send_signal(signal.SIGKILL)
         killed.append(actors[0].pid)
 
-    summary = score(str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet"),
+    summary = score(str(tmp_path / "in.jsonl"), str(tmp_path / "out.parquet"),
                     options(keep=["id"], max_actors=2, batch_size=32), on_progress=kill_an_actor)
 
     assert killed, "the run ended before an actor could be killed"
@@ -193,8 +195,9 @@ def test_a_killed_actor_is_replaced_and_every_row_comes_out_once(local_ray, tmp_
     assert out.column("label").null_count == 0
 
 
-def test_a_run_stopped_midway_publishes_nothing(local_ray, tmp_path):
-    count = 2000
+def test_a_run_stopped_before_its_end_publishes_nothing(local_ray, tmp_path):
+    # Stopped at the first progress report: after rows were written, before the file is done.
+    count = 300
     pq.write_table(pa.table({"text": [f"{POSITIVE} {i}" for i in range(count)]}),
                    tmp_path / "in.parquet")  # fmt: skip
     (tmp_path / "out").mkdir()
@@ -210,3 +213,35 @@ def test_a_run_stopped_midway_publishes_nothing(local_ray, tmp_path):
         score(str(tmp_path / "in.parquet"), str(tmp_path / "out" / "scored.parquet"),
               options(batch_size=16), on_progress=stop)  # fmt: skip
     assert list((tmp_path / "out").iterdir()) == []  # neither the result nor a partial file
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    return subprocess.run([sys.executable, "-m", "bulk", "score", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_the_command_refuses_a_missing_column_before_starting_ray(tmp_path):
+    pacsv.write_csv(pa.table({"id": [1], "body": ["x"]}), tmp_path / "in.csv")
+    done = run_command(str(tmp_path / "in.csv"), str(tmp_path / "out.parquet"))
+    assert done.returncode == 2
+    assert "error: " in done.stderr and "no column 'text'" in done.stderr
+    assert "Started a local Ray instance" not in done.stderr
+
+
+def test_the_command_scores_a_file_on_a_cluster_and_prints_a_summary(local_ray, tmp_path):
+    pacsv.write_csv(pa.table({"id": [1, 2, 3], "review": [POSITIVE, "", NEGATIVE]}),
+                    tmp_path / "in.csv")  # fmt: skip
+    address = local_ray.get_runtime_context().gcs_address
+    done = run_command(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), "--column", "review",
+                       "--keep", "id", "--address", address, "--max-actors", "1", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["rows"], summary["errors"]) == (3, 1)
+    assert summary["label_counts"] == {"negative": 1, "neutral": 0, "positive": 1}
+    out = pacsv.read_csv(tmp_path / "out.csv")  # the format follows OUTPUT's name
+    assert out.column("id").to_pylist() == [1, 2, 3]
+    assert out.column("label").to_pylist()[::2] == ["positive", "negative"]
