@@ -45,8 +45,8 @@ class ScoreOptions:
     max_actors: int = 2  # the pool autoscales between min_actors and max_actors
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0  # a fraction shares a GPU between actors
-    # CPUs reserved per read task: reading is light next to the model, and a whole CPU per
-    # read would keep an actor from starting on a small machine.
+    # CPUs reserved per read task. Reading is light next to the model, and a read that
+    # reserves any CPU cannot start while the actors hold every CPU: the run would wait forever.
     num_cpus_per_read: float = 0.0
     # SentimentClassifier.load's keywords (long_text, max_length, ...); long_text defaults
     # to the service's LONG_TEXT setting.
@@ -81,8 +81,9 @@ def score(input_uri: str, output_uri: str, options: ScoreOptions,
     writer = ResultWriter(output_uri, options.output_format)
     scored = _scored_dataset(input_uri, options)
     counts = _Counts(labels)
+    blocks = iter(scored.iter_batches(batch_size=None, batch_format="pyarrow"))
     try:
-        for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for block in blocks:
             writer.write(_numbered(block, counts.rows))
             counts.add(block)
             if on_progress and counts.due():
@@ -91,6 +92,10 @@ def score(input_uri: str, output_uri: str, options: ScoreOptions,
     except BaseException:
         writer.discard()
         raise
+    finally:
+        # A run stopped early (an error, a cancel from on_progress) stops its actors now,
+        # not whenever the iterator is collected.
+        getattr(blocks, "close", lambda: None)()
     if on_progress:
         on_progress(counts.rows, counts.errors, dict(counts.labels))
     seconds = time.perf_counter() - started
