@@ -30,6 +30,8 @@ __all__ = ["InputError", "ScoreOptions", "ScoreSummary", "check_input", "score"]
 ROW_COLUMN = "row"
 # The shipped model (serve_app.classifier.DEFAULT_MODEL_DIR, named here to keep torch out).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+# The most object store memory a run's blocks may take (about 2,000 blocks of BLOCK_BYTES).
+OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # The driver reports progress at most this often.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -114,6 +116,10 @@ def _scored_dataset(input_uri: str, options: ScoreOptions):
     context = ray.data.DataContext.get_current().copy()
     context.target_max_block_size = BLOCK_BYTES
     context.execution_options.preserve_order = True
+    # Reads run ahead of the actors only this far: the blocks in memory are bounded by this,
+    # not by the input's size (by default the budget is a share of the whole object store).
+    context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
+        object_store_memory=OBJECT_STORE_BYTES)
     with ray.data.DataContext.current(context):
         dataset = read_dataset(input_uri, options.column, options.keep, options.num_cpus_per_read)
         return dataset.map_batches(
