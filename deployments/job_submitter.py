@@ -53,12 +53,19 @@ class RayJobSubmitter:
             return self._client
 
     def check_input(self, input_uri: str, column: str, keep: list[str]) -> int | None:
-        from bulk.pipeline import InputError, check_input
+        from bulk.pipeline import ROW_COLUMN, InputError, check_input, model_labels
+        from bulk.scorer import result_schema
 
         try:
-            return check_input(input_uri, column, keep)
+            rows = check_input(input_uri, column, keep)
         except InputError as exc:
             raise JobInputError(str(exc)) from None
+        # A kept column named like one of the result's would fail the job once started.
+        taken = {ROW_COLUMN, *result_schema(model_labels(self._settings.job_model_dir)).names}
+        if clash := [name for name in keep if name in taken]:
+            raise JobInputError(f"cannot keep {', '.join(map(repr, clash))}: the result has a "
+                                "column of that name")
+        return rows
 
     def submit(self, job_id: str, submission_id: str) -> None:
         self._jobs().submit_job(

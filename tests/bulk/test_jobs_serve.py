@@ -193,6 +193,9 @@ async def test_a_missing_column_or_an_unsupported_file_is_422_before_any_ray_job
         bad_format = await submit(client, user.headers, "reviews.csv", as_csv(reviews(5)),
                                   format="xlsx")
         assert bad_format.status_code == 422 and "parquet or csv" in bad_format.json()["detail"]
+        clash = await submit(client, user.headers, "reviews.csv",
+                             b"text,label\nfine,x\n", keep="label")
+        assert clash.status_code == 422 and "'label'" in clash.json()["detail"]
         no_file = await client.post("/jobs", headers=user.headers, data={"column": "text"})
         assert no_file.status_code == 422
         assert (await client.get("/jobs", headers=user.headers)).json() == []
@@ -219,7 +222,8 @@ async def test_a_job_outlives_an_ingress_restart_and_is_cancelled_midway(serve_i
         listed = await client.get("/jobs", headers=user.headers)
         assert listed.status_code == 200, listed.text
         (found,) = listed.json()
-        assert found["id"] == job_id and found["status"] == "running", found
+        assert found["id"] == job_id
+        assert found["status"] == "running", found["error"]
         later = await wait_for_job(client, user.headers, job_id,
                                    lambda j: j["rows_done"] > found["rows_done"])
         assert later["rows_total"] == 30_000
