@@ -10,11 +10,13 @@ With `--address local` (the default) `serve run` starts a single-machine Ray ins
   (stats and metrics on loopback, dies with its actor). The API listens where the Serve config's
   `http_options` say (127.0.0.1:8000); SERVE_HTTP_HOST / SERVE_HTTP_PORT replace them, so
   `SERVE_HTTP_HOST=0.0.0.0` is the one setting that opens the service to the network.
-* `serve run` runs in a process group of its own, tied to this process (it gets SIGKILL when
-  this process ends), and this process adopts every orphan of the tree (a child subreaper).
-  The first SIGINT or SIGTERM asks `serve run` to shut Serve down (SIGINT, its Ctrl-C path);
-  after STOP_GRACE_S, or at a second signal, or when `serve run` exits, whatever is left of
-  the tree (Ray's workers and HAProxy, in process groups of their own) is ended.
+* `serve run` stays in the caller's process group (a Ctrl-C or a supervisor's signal to the
+  group reaches it and Ray's node processes directly), is tied to this process (it gets
+  SIGKILL when this process ends), and this process adopts every orphan of the tree (a child
+  subreaper). A SIGINT is `serve run`'s own to handle (Serve's shutdown); a SIGTERM to this
+  process is passed on as SIGINT. After STOP_GRACE_S, at a second signal, or when `serve run`
+  exits, whatever is left of the tree (Ray's workers and HAProxy, in process groups of their
+  own) is ended.
 With another address (an existing cluster) only the stop applies: `serve run` deploys there.
 """
 
@@ -88,11 +90,12 @@ class Stop:
         self.now = False
 
     def handle(self, signum: int, _frame) -> None:
-        if self.requested_at is None:
-            self.requested_at = time.monotonic()
-            _send(self.child.pid, signal.SIGINT)  # serve run's own Ctrl-C path: serve.shutdown()
-        else:
+        if self.requested_at is not None:
             self.now = True
+            return
+        self.requested_at = time.monotonic()
+        if signum == signal.SIGTERM:  # a SIGINT reached `serve run` with this process's own
+            _send(self.child.pid, signal.SIGINT)  # serve run's Ctrl-C path: serve.shutdown()
 
     def due(self) -> bool:
         return self.now or (
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(command: list[str], env: dict[str, str]) -> int:
     become_subreaper()
     child = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=env,
-                             process_group=0, preexec_fn=_die_with_parent)
+                             preexec_fn=_die_with_parent)
     stop = Stop(child)
     signal.signal(signal.SIGINT, stop.handle)
     signal.signal(signal.SIGTERM, stop.handle)
