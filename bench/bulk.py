@@ -7,8 +7,8 @@ In order, nothing else of ours running during each step:
   2. real model: the raw in-process rate (bench.raw_model: tokenize and forward, batches of
      the bulk batch size, every core) before and after `python -m bulk score` on 100,000 rows
      -> bulk_vs_raw_ratio, bulk texts/s over the mean of the two raw rates;
-  3. fast model (bench.tiny_model, the GPU stand-in of `make bench`): the same on 100,000 and
-     1,000,000 rows -> fast_bulk_vs_raw_ratio, and rss_growth_ratio: the peak resident memory
+  3. fast model (bench.tiny_model, the GPU stand-in of `make bench`), in batches of 512 as on
+     a GPU: the same on 100,000 and 1,000,000 rows -> fast_bulk_vs_raw_ratio, and rss_growth_ratio: the peak resident memory
      of every process of the 1,000,000-row run (driver, Ray's own, actors) over the 100,000's;
   4. the service with the fast model: /predict/batch, 32 texts a request, 8 clients ->
      fast_bulk_vs_service_ratio.
@@ -37,6 +37,7 @@ from bench.services import BIN, REPO, RayServe, scratch_dir
 from bench.tiny_model import build_tiny_model
 
 BATCH_SIZE = 64
+FAST_BATCH_SIZE = 512
 USER, PASSWORD = "bench_bulk_user", "bench-password-123"
 
 
@@ -60,11 +61,12 @@ def raw_rate(model_dir: Path | None, seconds: float, batch_size: int) -> float:
     return json.loads(out.strip().splitlines()[-1])["rates"][0]["sentences_per_s"]
 
 
-def bulk_run(source: Path, rows: int, model_dir: Path | None, work: Path, args) -> dict:
+def bulk_run(source: Path, rows: int, model_dir: Path | None, work: Path, args,
+             batch_size: int) -> dict:
     """`python -m bulk score` on a private Ray instance, its process tree sampled."""
     output = work / f"{source.stem}.scored.parquet"
     command = [str(BIN / "python"), "-m", "bulk", "score", str(source), str(output),
-               "--keep", "id", "--batch-size", str(args.batch_size), "--json",
+               "--keep", "id", "--batch-size", str(batch_size), "--json",
                *(["--model-dir", str(model_dir)] if model_dir else [])]  # fmt: skip
     started = time.perf_counter()
     with open(work / f"{source.stem}.log", "w") as log:
@@ -87,11 +89,12 @@ def bulk_run(source: Path, rows: int, model_dir: Path | None, work: Path, args) 
     return result
 
 
-def beside_raw(source: Path, rows: int, model_dir: Path | None, work: Path, args) -> dict:
-    """A bulk run between two raw-rate measurements on the same cores."""
-    before = raw_rate(model_dir, args.raw_seconds, args.batch_size)
-    run = bulk_run(source, rows, model_dir, work, args)
-    after = raw_rate(model_dir, args.raw_seconds, args.batch_size)
+def beside_raw(source: Path, rows: int, model_dir: Path | None, work: Path, args,
+               batch_size: int) -> dict:
+    """A bulk run between two raw-rate measurements on the same cores, same batch size."""
+    before = raw_rate(model_dir, args.raw_seconds, batch_size)
+    run = bulk_run(source, rows, model_dir, work, args, batch_size)
+    after = raw_rate(model_dir, args.raw_seconds, batch_size)
     raw = (before + after) / 2
     print(f"  raw {before:,.1f} / {after:,.1f} texts/s -> ratio {run['texts_per_s'] / raw:.3f}",
           flush=True)  # fmt: skip
@@ -123,7 +126,9 @@ def main() -> None:
     parser.add_argument("--fast-rows", type=int, default=1_000_000)
     parser.add_argument("--fast-small-rows", type=int, default=100_000,
                         help="the run whose peak memory the large run is held to")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="real model")
+    parser.add_argument("--fast-batch-size", type=int, default=FAST_BATCH_SIZE,
+                        help="fast model: a GPU's batch (the GPU RayJob's), raw rate alike")
     parser.add_argument("--raw-seconds", type=float, default=10.0)
     parser.add_argument("--service-warmup", type=float, default=10.0)
     parser.add_argument("--service-seconds", type=float, default=10.0)
@@ -132,22 +137,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "bulk.json")
     args = parser.parse_args()
     started = time.perf_counter()
-    results: dict = {"batch_size": args.batch_size}
+    results: dict = {"batch_size": args.batch_size, "fast_batch_size": args.fast_batch_size}
     with scratch_dir() as work:
         model_dir = build_tiny_model(work / "tiny-model")
         if not args.skip_real:
             print(f"real model, {args.real_rows:,} rows ...", flush=True)
             source = write_input(work / "real.csv", args.real_rows)
-            results["real"] = beside_raw(source, args.real_rows, None, work, args)
+            results["real"] = beside_raw(source, args.real_rows, None, work, args,
+                                         args.batch_size)
             results["bulk_vs_raw_ratio"] = results["real"]["vs_raw_ratio"]
             results["real_s_per_100k_rows"] = round(
                 results["real"]["score_s"] * 100_000 / args.real_rows, 1)
         print(f"fast model, {args.fast_small_rows:,} rows ...", flush=True)
         small = write_input(work / "fast-small.csv", args.fast_small_rows)
-        results["fast_small"] = bulk_run(small, args.fast_small_rows, model_dir, work, args)
+        results["fast_small"] = bulk_run(small, args.fast_small_rows, model_dir, work, args,
+                                         args.fast_batch_size)
         print(f"fast model, {args.fast_rows:,} rows ...", flush=True)
         large = write_input(work / "fast-large.csv", args.fast_rows)
-        results["fast"] = beside_raw(large, args.fast_rows, model_dir, work, args)
+        results["fast"] = beside_raw(large, args.fast_rows, model_dir, work, args,
+                                     args.fast_batch_size)
         results["fast_bulk_vs_raw_ratio"] = results["fast"]["vs_raw_ratio"]
         results["fast_wall_s"] = results["fast"]["score_s"]
         results["rss_growth_ratio"] = round(
