@@ -98,7 +98,7 @@ def load_logits(network: torch.nn.Module, *, input_names: Sequence[str], probe: 
     import onnxruntime as ort
 
     key = _short_hash(model_version, RECIPE, torch.__version__, ort.__version__,
-                      ",".join(input_names), str(int8), INT8_KEEP_FP32)
+                      ",".join(input_names), INT8_KEEP_FP32 if int8 else "fp32")
     name = model_version.replace("/", "_").replace("@", "-")
     target = cache_dir() / f"{name}-{'int8' if int8 else 'fp32'}-{key}.onnx"
     if target.is_file():
