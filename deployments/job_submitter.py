@@ -2,8 +2,9 @@
 Submission API, so each shows in the Ray dashboard and in `ray job list`.
 
 Built inside the ingress replica and handed to `create_app` (serve_app never imports Ray).
-In a replica Ray is initialised, so the client finds the dashboard from the node it runs on,
-and sends the cluster's token (RAY_AUTH_MODE=token) by itself.
+The client is pointed at the GCS of the cluster this replica runs in, which names its
+dashboard: left to guess, Ray picks the latest cluster started on the machine, which need not
+be this one. It sends the cluster's token (RAY_AUTH_MODE=token) by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+import ray
 from ray.job_submission import JobStatus, JobSubmissionClient
 from sqlalchemy.engine import make_url
 
@@ -42,14 +44,15 @@ class RayJobSubmitter:
 
     def __init__(self, settings: Settings, address: str | None = None) -> None:
         self._settings = settings
-        self._address = address  # None: the dashboard of the cluster this process is in
+        self._address = address  # None: the cluster this process is in
         self._client: JobSubmissionClient | None = None
         self._lock = threading.Lock()
 
     def _jobs(self) -> JobSubmissionClient:
         with self._lock:  # called from worker threads
             if self._client is None:
-                self._client = JobSubmissionClient(self._address)
+                self._client = JobSubmissionClient(
+                    self._address or ray.get_runtime_context().gcs_address)
             return self._client
 
     def check_input(self, input_uri: str, column: str, keep: list[str]) -> int | None:
