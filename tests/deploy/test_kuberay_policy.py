@@ -195,5 +195,5 @@ def test_pod_monitors_scrape_named_ports_that_ray_pods_declare(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ray_version_matches_the_image_and_requirements(overlay):
     requirements = (KUBERAY_DIR.parent / "requirements.txt").read_text()
-    ray_pin = re.search(r"^ray\[serve\]==([\d.]+)$", requirements, re.M).group(1)
+    ray_pin = re.search(r"^ray\[[a-z,]+\]==([\d.]+)$", requirements, re.M).group(1)
     assert rayservice(overlay)["spec"]["rayClusterConfig"]["rayVersion"] == ray_pin
