@@ -231,17 +231,20 @@ async def test_a_csv_file_is_parsed_with_quotes_and_line_breaks_and_its_column_p
     assert [row["line"] for row in table] == ["2", "3", "6"], "the file line each record starts on"
 
 
-async def test_a_file_over_10000_texts_is_refused_before_anything_is_sent(page, ui_url, tmp_path):
+async def test_a_file_over_10000_texts_can_only_run_as_a_job(page, ui_url, tmp_path):
+    """Too many texts to send in parts to /predict/batch: the page forces the job option
+    (the job itself is driven in test_ui_jobs.py) and sends nothing to /predict/batch."""
     await signed_in_user(page, ui_url)
     path = tmp_path / "big.txt"
     path.write_text("\n".join(f"text {i}" for i in range(10_001)), encoding="utf-8")
     sent = batch_requests(page)
     await page.get_by_role("tab", name="Batch").click()
     await page.get_by_label("Or a file").set_input_files(path)
-    await expect(page.locator("#batch-file-info")).to_contain_text("too many: at most 10,000")
-    await page.get_by_role("button", name="Classify all").click()
-    await expect(page.locator("#batch-error")).to_have_text(
-        "That is 10,001 texts; at most 10,000 can be sent at a time. Split it into parts.")
+    await expect(page.locator("#batch-file-info")).to_contain_text(
+        "10,001 texts · over 10,000: it runs as a job")
+    as_job = page.locator("#batch-as-job")
+    await expect(as_job).to_be_checked()
+    await expect(as_job).to_be_disabled()
     await expect(page.locator("#batch-progress")).to_be_hidden()
     assert sent == []
 
