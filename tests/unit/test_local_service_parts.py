@@ -157,6 +157,9 @@ listen stats
     while _alive(haproxy) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(haproxy)
+    # The kernel releases a dead process's sockets a moment after it is reaped.
+    while holder("127.0.0.1", api) is not None and time.monotonic() < deadline + 5:
+        time.sleep(0.1)
     assert holder("127.0.0.1", api) is None
 
 
