@@ -35,7 +35,9 @@ def start_serve() -> Callable:
 
 @pytest.fixture(scope="session")
 def serve_instance() -> Iterator[ServeInstance]:
-    with _start_serve(database="sqlite") as instance:
+    # A third CPU beyond the model's two replicas (max_replicas 2), which earlier tests may
+    # have scaled up: a bulk job's scoring actor must still find room on the shared cluster.
+    with _start_serve(database="sqlite", num_cpus=3) as instance:
         yield instance
 
 
@@ -45,5 +47,5 @@ def mysql_serve_instance() -> Iterator[ServeInstance]:
         check_mysql()
     except BackendUnavailable as exc:
         _unavailable(str(exc))
-    with _start_serve(database="mysql") as instance:
+    with _start_serve(database="mysql", num_cpus=3) as instance:
         yield instance

@@ -232,10 +232,8 @@ def start_serve(
         with fresh_database(database, tmp_path) as database_url:
             cluster = LocalRayCluster(num_cpus=num_cpus, env=cluster_env,
                                       log_dir=tmp_path / "logs")
-            # A bulk job's scoring actor reserves a quarter CPU: earlier tests may leave the
-            # model autoscaled onto every CPU of this small cluster, and a job must still start.
             app_env = {"DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48),
-                       "JOB_CPUS_PER_ACTOR": "0.25", **(env or {})}
+                       **(env or {})}
             config = build_config(port=cluster.serve_port, env=app_env,
                                   deployments=deployments, source=source)
             cluster.start()
