@@ -136,16 +136,5 @@ def service_url(request) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ray_dashboard_url(service_url, request) -> str | None:
-    """The Ray dashboard of the suite's own instance (None against SERVICE_URL)."""
-    if os.environ.get("SERVICE_URL"):
-        return None
-    try:
-        return request.getfixturevalue("serve_instance").dashboard_url
-    except pytest.FixtureLookupError:
-        return None
-
-
-@pytest.fixture(scope="session")
 def ui_url(service_url) -> str:
     return f"{service_url}/ui/"

@@ -1,12 +1,21 @@
 """A file run as a job from the Batch tab, in headless Chromium against the real service: the
 page uploads it to /jobs, the jobs list follows its progress, survives a reload, and the
-result downloads."""
+result downloads.
+
+The job runs on a Serve instance of this module's own, as a newcomer's service would be: on
+the suite's shared instance, after about half an hour of other tests, jobs submitted there
+stayed pending in Ray (its dashboard's job API no longer answered with JSON).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import os
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +29,20 @@ TEXTS = ["I love this, it works perfectly and I am delighted",
 ROWS = 300
 
 
+@pytest.fixture(scope="module")
+def jobs_service() -> Iterator[tuple[str, str | None]]:
+    """(the page's URL, the Ray dashboard's URL): SERVICE_URL's page when it is set, else a
+    fresh instance with a CPU beyond the model's two replicas for the job's scoring actor."""
+    if os.environ.get("SERVICE_URL"):
+        yield f"{os.environ['SERVICE_URL'].rstrip('/')}/ui/", None
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+    from serve_stack import start_serve
+
+    with start_serve(database="sqlite", num_cpus=3) as instance:
+        yield f"{instance.url}/ui/", instance.dashboard_url
+
+
 def ray_jobs_report(dashboard_url: str | None) -> str:
     """What Ray says of the service's jobs (status, message, driver log tail): why a job
     that never left `queued` did not start."""
@@ -28,18 +51,21 @@ def ray_jobs_report(dashboard_url: str | None) -> str:
     from bench.ray_auth import dashboard_headers
 
     headers = dashboard_headers()
-    jobs = httpx.get(f"{dashboard_url}/api/jobs/", headers=headers, timeout=30).json()
+    answer = httpx.get(f"{dashboard_url}/api/jobs/", headers=headers, timeout=30)
+    if answer.status_code != 200:
+        return f"the dashboard's /api/jobs/ answered {answer.status_code}: {answer.text[:2000]}"
     lines = []
-    for job in jobs:
+    for job in answer.json():
         job_id = job.get("submission_id") or job.get("job_id")
-        logs = httpx.get(f"{dashboard_url}/api/jobs/{job_id}/logs", headers=headers,
-                         timeout=30).json().get("logs", "")
-        lines.append(f"{job_id}: {job.get('status')} {job.get('message')!r}\n{logs[-2000:]}")
+        logs = httpx.get(f"{dashboard_url}/api/jobs/{job_id}/logs", headers=headers, timeout=30)
+        tail = logs.json().get("logs", "")[-2000:] if logs.status_code == 200 else logs.text
+        lines.append(f"{job_id}: {job.get('status')} {job.get('message')!r}\n{tail}")
     return "\n".join(lines) or "(Ray knows no job)"
 
 
 async def test_a_file_runs_as_a_job_with_progress_and_its_result_downloads(
-        page, screenshots, ui_url, ray_dashboard_url, tmp_path):
+        page, screenshots, jobs_service, tmp_path):
+    ui_url, ray_dashboard_url = jobs_service
     await signed_in_user(page, ui_url)
     path = tmp_path / "reviews.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
