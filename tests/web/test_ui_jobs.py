@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -30,15 +28,12 @@ ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def jobs_service() -> Iterator[tuple[str, str | None]]:
+def jobs_service(start_serve) -> Iterator[tuple[str, str | None]]:
     """(the page's URL, the Ray dashboard's URL): SERVICE_URL's page when it is set, else a
     fresh instance with a CPU beyond the model's two replicas for the job's scoring actor."""
     if os.environ.get("SERVICE_URL"):
         yield f"{os.environ['SERVICE_URL'].rstrip('/')}/ui/", None
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-    from serve_stack import start_serve
-
     with start_serve(database="sqlite", num_cpus=3) as instance:
         yield f"{instance.url}/ui/", instance.dashboard_url
 
