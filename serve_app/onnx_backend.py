@@ -6,9 +6,9 @@ finished graph is cached on disk under a key of the model version and every tool
 that shapes it; a restart loads it directly. Before a graph is cached it must answer a probe
 batch like torch does (fp32: probabilities within ``FP32_TOLERANCE``), or it is refused.
 
-int8 is dynamic quantization of the linear layers' weights, one scale per output channel;
-the matrix products named by ``INT8_KEEP_FP32`` stay in fp32 because quantizing them moved
-labels most (docs/backends.md has the measurements).
+int8 (serve_app.onnx_int8) turns the matrix products into integer ones: weights with one
+scale per output channel, activations with one scale per token, so that a text's answer does
+not depend on the batch it joins (docs/backends.md has the measurements).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -26,15 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from serve_app import onnx_int8
+
 logger = logging.getLogger(__name__)
 
 # Probabilities of the exported fp32 graph and of torch may differ by float rounding only.
 FP32_TOLERANCE = 1e-4
 # Bump when the export recipe changes: cached graphs of the old recipe are then ignored.
-RECIPE = "2"
-# Matrix products int8 leaves in fp32 (a regular expression on ONNX node names): each layer's
-# feed-forward output, whose input (after GELU) quantizes worst, and the classifier head.
-INT8_KEEP_FP32 = r"layer\.\d+/output/dense/MatMul|/head/|/classifier/"
+RECIPE = "3"
 OPSET = 17
 # Model types whose exported graph ONNX Runtime's BERT fusions understand.
 FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert"}
@@ -97,8 +95,10 @@ def load_logits(network: torch.nn.Module, *, input_names: Sequence[str], probe: 
     """
     import onnxruntime as ort
 
+    weight_bits = 7 if onnx_int8.reduce_range() else 8
     key = _short_hash(model_version, RECIPE, torch.__version__, ort.__version__,
-                      ",".join(input_names), INT8_KEEP_FP32 if int8 else "fp32")
+                      ",".join(input_names),
+                      f"int8:{onnx_int8.KEEP_FP32}:{weight_bits}" if int8 else "fp32")
     name = model_version.replace("/", "_").replace("@", "-")
     target = cache_dir() / f"{name}-{'int8' if int8 else 'fp32'}-{key}.onnx"
     if target.is_file():
@@ -106,8 +106,8 @@ def load_logits(network: torch.nn.Module, *, input_names: Sequence[str], probe: 
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as scratch:
         work = Path(scratch)
         graph = export(network, input_names, probe, work / "model.onnx")
-        if int8:  # from the plain graph, whose node names INT8_KEEP_FP32 matches
-            graph = quantize_int8(graph, work / "int8.onnx")
+        if int8:  # from the plain graph, whose MatMul nodes it rewrites
+            graph = onnx_int8.quantize(graph, work / "int8.onnx", weight_bits=weight_bits)
         elif model_type in FUSABLE_MODEL_TYPES:
             graph = _fused_if_equal(graph, network, probe, list(input_names), work)
         _publish(graph, target)
@@ -132,20 +132,6 @@ def export(network: torch.nn.Module, input_names: Sequence[str], probe: dict,
                           opset_version=OPSET, dynamo=False)
     _check_fp32(path, network, probe, names)
     return path
-
-
-def quantize_int8(path: Path, out: Path) -> Path:
-    """Dynamic int8: weights per output channel, activations per tensor at run time."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = onnx.load(str(path), load_external_data=False)
-    keep = [n.name for n in model.graph.node
-            if n.op_type in ("MatMul", "Gemm") and re.search(INT8_KEEP_FP32, n.name)]
-    quantize_dynamic(str(path), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=keep,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return out
 
 
 def probabilities_differ(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:

@@ -73,6 +73,60 @@ def test_int8_is_a_different_model_version_and_keeps_clear_labels(classifier, in
         assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_an_int8_answer_does_not_depend_on_the_batch_it_joins(int8_classifier):
+    # Activations have one scale per token: a text's neighbours (here a long one, whose
+    # values span more) must not move its probabilities.
+    for text in FIXED_TEXTS[:4]:
+        alone = int8_classifier.predict([text])[0]
+        in_batch = int8_classifier.predict([FIXED_TEXTS[6], text, FIXED_TEXTS[7]])[1]
+        for label in int8_classifier.labels:
+            assert in_batch.scores[label] == pytest.approx(alone.scores[label], abs=1e-6)
+
+
+@pytest.mark.parametrize("weight_bits", [8, 7])
+def test_the_int8_graph_computes_per_token_integer_products(tmp_path, weight_bits):
+    """A one-MatMul graph against the formula in numpy: per-token uint8 activations with a
+    zero point, per-channel int8 weights, integer products, and rescaling."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from serve_app import onnx_int8
+
+    if weight_bits == 8 and onnx_int8.reduce_range():
+        pytest.skip("x86 without VNNI: 8-bit weights may saturate its integer kernels, so "
+                    "int8 uses 7 bits here")
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(16, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/layer.0/dense/MatMul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 5])],
+        [numpy_helper.from_array(weight, "w")])
+    plain = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), plain)
+    quantized = onnx_int8.quantize(plain, tmp_path / "int8.onnx", weight_bits=weight_bits)
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    x = rng.normal(size=(2, 3, 16)).astype(np.float32)
+    x[0, 0] *= 50  # one token of large values: the others keep their own resolution
+    x[1, 2] = np.abs(x[1, 2])  # all positive, as after GELU: the zero point moves
+    got = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+
+    limit = 2 ** (weight_bits - 1) - 1
+    w_scale = np.abs(weight).max(axis=0) / limit
+    w_codes = np.clip(np.round(weight / w_scale), -limit, limit)
+    low, high = np.minimum(x.min(-1, keepdims=True), 0), np.maximum(x.max(-1, keepdims=True), 0)
+    scale = (high - low) / 255
+    point = np.round(-low / scale)
+    codes = np.clip(np.round(x / scale) + point, 0, 255)
+    expected = ((codes - point) @ w_codes) * scale * w_scale
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # and the whole is close to the fp32 product, for every token alike
+    np.testing.assert_allclose(got, x @ weight, rtol=0, atol=0.03 * np.abs(x @ weight).max())
+
+
 def test_int8_and_cuda_combinations_that_cannot_run_are_refused():
     with pytest.raises(ValueError, match="int8"):
         SentimentClassifier.load(backend="torch", int8=True, device="cpu")
@@ -145,4 +199,4 @@ def test_the_default_cpu_backend_keeps_torch_fp32_answers_on_held_out_texts(
                   for k, v in (("torch", reference), ("shipped", shipped))}
         assert recall["shipped"] >= recall["torch"] - 0.005, (name, recall)
         # int8 is opt-in; it must keep the agreement the documentation states.
-        assert _agreement(int8_classifier.predict(texts), reference) >= 0.93, name
+        assert _agreement(int8_classifier.predict(texts), reference) >= 0.95, name
