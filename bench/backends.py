@@ -24,7 +24,12 @@ import torch
 
 from bench.raw_model import BACKENDS, backend_rates
 from serve_app.classifier import Prediction, SentimentClassifier
-from training.evaluate import binary_accuracy, expected_calibration_error, macro_scores
+from training.evaluate import (
+    binary_accuracy,
+    binary_calibration_inputs,
+    expected_calibration_error,
+    macro_scores,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"macro_recall_drop": 0.005, "agreement": 0.97, "ece": 0.03}
@@ -48,10 +53,8 @@ def quality(classifier, predictions, reference, gold) -> dict:
     predicted = [p.label for p in predictions]
     scores = [p.scores for p in predictions]
     binary = set(gold) <= {"negative", "positive"}
-    if binary:  # as the model card: two-label data says nothing about P(neutral)
-        pairs = torch.tensor([[s["negative"], s["positive"]] for s in scores])
-        probs = pairs / pairs.sum(-1, keepdim=True)
-        gold_ids = torch.tensor([g == "positive" for g in gold]).long()
+    if binary:  # as the model card
+        probs, gold_ids = binary_calibration_inputs(gold, scores)
     else:
         probs = torch.tensor([[s[label] for label in labels] for s in scores])
         gold_ids = torch.tensor([labels.index(g) for g in gold])

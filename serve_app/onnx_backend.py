@@ -95,7 +95,7 @@ def load_logits(network: torch.nn.Module, *, input_names: Sequence[str], probe: 
     """
     import onnxruntime as ort
 
-    weight_bits = 7 if onnx_int8.reduce_range() else 8
+    weight_bits = (7 if onnx_int8.reduce_range() else 8) if int8 else None
     key = _short_hash(model_version, RECIPE, torch.__version__, ort.__version__,
                       ",".join(input_names),
                       f"int8:{onnx_int8.KEEP_FP32}:{weight_bits}" if int8 else "fp32")

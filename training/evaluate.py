@@ -48,6 +48,13 @@ def binary_accuracy(gold: list[str], scores: list[dict[str, float]]) -> float:
     return right / len(gold)
 
 
+def binary_calibration_inputs(gold: list[str], scores: list[dict[str, float]]):
+    """P(negative), P(positive) renormalised, and the gold index (1: positive), for ECE on
+    two-label data, which says nothing about P(neutral)."""
+    pairs = torch.tensor([[s["negative"], s["positive"]] for s in scores])
+    return pairs / pairs.sum(-1, keepdim=True), torch.tensor([g == "positive" for g in gold]).long()
+
+
 def expected_calibration_error(probabilities: torch.Tensor, gold: torch.Tensor,
                                bins: int = 15) -> float:
     """ECE of the top-label confidence, equal-width bins."""
@@ -74,9 +81,7 @@ def evaluate(classifier, texts: list[str], gold: list[str], batch_size: int = 64
         report["binary_accuracy"] = binary_accuracy(gold, scores)
     if "binary_accuracy" in report:
         # Two-label data says nothing about P(neutral): calibration of P(pos) vs P(neg).
-        pairs = torch.tensor([[s["negative"], s["positive"]] for s in scores])
-        report["ece"] = expected_calibration_error(
-            pairs / pairs.sum(-1, keepdim=True), torch.tensor([g == "positive" for g in gold]).long())
+        report["ece"] = expected_calibration_error(*binary_calibration_inputs(gold, scores))
     elif set(gold) <= set(classifier.labels):
         index = {label: i for i, label in enumerate(classifier.labels)}
         probs = torch.tensor([[s[label] for label in classifier.labels] for s in scores])
