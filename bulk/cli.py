@@ -52,7 +52,9 @@ def add_score_command(commands) -> None:
     cmd.add_argument("--backend", choices=("torch", "onnx"), default=None,
                      help="what runs the network (default: as the service, ONNX Runtime on "
                           "CPU, torch on GPU)")
-    cmd.add_argument("--int8", action="store_true", help="int8 weights (ONNX Runtime)")
+    cmd.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                     help="int8 weights on ONNX Runtime (default: as the service, int8 for the "
+                          "shipped model on x86 CPUs with VNNI)")
     cmd.add_argument("--num-cpus", type=int, default=None,
                      help="CPUs of the private local instance (default: all available)")
     cmd.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -25,8 +25,9 @@ class ModelConfig(BaseModel):
     device: str | None = None  # None: CUDA when the replica has a GPU, else CPU
     # What runs the network. None: ONNX Runtime on a CPU, torch (fp16) on CUDA.
     backend: Literal["torch", "onnx"] | None = None
-    # int8 weights (ONNX Runtime only): faster on a CPU, a different model version.
-    int8: bool = False
+    # int8 weights (ONNX Runtime only): faster on a CPU, a different model version. None: int8
+    # for the shipped model on x86 CPUs with VNNI (SentimentClassifier.load's default).
+    int8: bool | None = None
     # Seconds added to every batch: a deliberately slow model, to watch admission and
     # shedding (tests, demos) on a machine of any speed. 0 in service.
     batch_delay_s: float = Field(0.0, ge=0.0, le=60.0)

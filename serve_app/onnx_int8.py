@@ -44,6 +44,15 @@ def reduce_range() -> bool:
     return not re.search(r"\b(avx512_vnni|avx_vnni)\b", flags)
 
 
+def ships_by_default() -> bool:
+    """True on an x86 CPU with VNNI: there int8 runs with 8-bit weights, the recipe that
+    bench.backends measured to keep the shipped model's answers (docs/backends.md). With 7-bit
+    weights (x86 without VNNI) it missed one calibration target, and other CPUs are unmeasured:
+    there int8 stays opt-in."""
+    machine = platform.machine().lower()
+    return machine in ("x86_64", "amd64") and not reduce_range()
+
+
 def quantize(path: Path, out: Path, *, weight_bits: int = 8) -> Path:
     """Write ``path``'s graph with int8 matrix products to ``out``."""
     import onnx

@@ -1,5 +1,6 @@
 """A backend switch through `serve deploy` (user_config `backend`) applies in place, under load,
-without a failed request: ONNX Runtime (the CPU default) to torch and back."""
+without a failed request: ONNX Runtime (the CPU default, int8 where it ships so) to torch and
+back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 import httpx
 import pytest
 
+from serve_app import onnx_int8
 from serve_stack import APP_NAME, MODEL
 from steady_load import SteadyLoad
 
@@ -39,7 +41,8 @@ def _backends(instance) -> dict[str, str]:
 def test_serve_deploy_switches_the_backend_in_place_without_a_failed_request(serve_instance):
     shipped = copy.deepcopy(serve_instance.config)
     before = _backends(serve_instance)
-    assert set(before.values()) == {"onnx"}, before
+    default = "onnx-int8" if onnx_int8.ships_by_default() else "onnx"
+    assert set(before.values()) == {default}, before
 
     with SteadyLoad(serve_instance.url, _token(serve_instance.url), concurrency=4,
                     label="backend switch") as load:
@@ -59,6 +62,7 @@ def test_serve_deploy_switches_the_backend_in_place_without_a_failed_request(ser
     # In place: replicas that served ONNX Runtime before serve torch now (reconfigure, no
     # restart), and back again.
     assert set(before) & set(after), (before, after)
-    assert set(restored.values()) == {"onnx"}, restored
+    assert set(restored.values()) == {default}, restored
     versions = {o.body["model_version"] for o in report.outcomes if o.ok}
-    assert len(versions) == 1, versions  # fp32 on either backend: the same model
+    # One model throughout: fp32 on torch, and the same model's int8 where that is the default.
+    assert len({v.removesuffix("+int8") for v in versions}) == 1, versions

@@ -4,6 +4,7 @@ exported graph's cache, threads, and the accuracy gate of the default CPU backen
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ FIXED_TEXTS = [
     "@united flight 1123 delayed again... thanks for nothing",
 ]
 # The small fixed gate set: this many texts from the start of each held-out set.
-GATE_TEXTS_PER_SET = 100
+GATE_TEXTS_PER_SET = 200
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,11 @@ def int8_classifier():
     return SentimentClassifier.load(int8=True)
 
 
+@pytest.fixture(scope="module")
+def fp32_classifier():
+    return SentimentClassifier.load(int8=False)
+
+
 def _assert_same_answers(a: SentimentClassifier, b: SentimentClassifier, texts: list[str]):
     for x, y in zip(a.predict(texts), b.predict(texts), strict=True):
         assert x.label == y.label
@@ -45,11 +51,31 @@ def _assert_same_answers(a: SentimentClassifier, b: SentimentClassifier, texts: 
             assert x.scores[label] == pytest.approx(y.scores[label], abs=1e-4)
 
 
-def test_onnx_runtime_is_the_default_on_cpu_and_answers_like_torch(classifier, torch_classifier):
-    assert (classifier.backend, torch_classifier.backend) == ("onnx", "torch")
+def test_onnx_runtime_is_the_default_on_cpu_and_fp32_answers_like_torch(
+        classifier, fp32_classifier, torch_classifier):
+    from serve_app import onnx_int8
+
+    # int8 by default only where it was measured to keep the answers (x86 with VNNI).
+    shipped = "onnx-int8" if onnx_int8.ships_by_default() else "onnx"
+    assert (classifier.backend, fp32_classifier.backend) == (shipped, "onnx")
     # Same numeric model, same version: the answers are equal within float rounding.
-    assert classifier.model_version == torch_classifier.model_version
-    _assert_same_answers(classifier, torch_classifier, FIXED_TEXTS)
+    assert fp32_classifier.model_version == torch_classifier.model_version
+    _assert_same_answers(fp32_classifier, torch_classifier, FIXED_TEXTS)
+
+
+def test_int8_is_the_default_for_the_shipped_model_only_where_measured(tmp_path, monkeypatch):
+    from serve_app import classifier as classifier_module
+    from serve_app import onnx_int8
+
+    model_dir = tiny_hf_model_dir(tmp_path)
+    for measured in (True, False):
+        monkeypatch.setattr(onnx_int8, "ships_by_default", lambda: measured)
+        shipped = classifier_module.DEFAULT_MODEL_DIR
+        assert classifier_module.default_int8(shipped, "onnx") is measured
+        assert classifier_module.default_int8(shipped, "torch") is False
+        # A Hugging Face model's int8 answers were never measured: fp32 unless asked.
+        assert classifier_module.default_int8(model_dir, "onnx") is False
+    assert SentimentClassifier.load(model_dir, device="cpu").backend == "onnx"
 
 
 def test_a_hugging_face_directory_gets_the_same_answers_on_both_backends(tmp_path):
@@ -62,9 +88,10 @@ def test_a_hugging_face_directory_gets_the_same_answers_on_both_backends(tmp_pat
     _assert_same_answers(on_onnx, on_torch, FIXED_TEXTS)
 
 
-def test_int8_is_a_different_model_version_and_keeps_clear_labels(classifier, int8_classifier):
+def test_int8_is_a_different_model_version_and_keeps_clear_labels(fp32_classifier,
+                                                                    int8_classifier):
     assert int8_classifier.backend == "onnx-int8"
-    assert int8_classifier.model_version == classifier.model_version + "+int8"
+    assert int8_classifier.model_version == fp32_classifier.model_version + "+int8"
     clear = FIXED_TEXTS[:3]
     assert [p.label for p in int8_classifier.predict(clear)] == ["positive", "negative",
                                                                 "neutral"]
@@ -186,17 +213,30 @@ def _agreement(a, b) -> float:
     return sum(x.label == y.label for x, y in zip(a, b)) / len(a)
 
 
+def _recall(gold: list[str], predictions) -> float:
+    """Macro-recall; on two-label sets (SST-2) binary accuracy, as the model card and the bench."""
+    from training.evaluate import binary_accuracy, macro_scores
+
+    if set(gold) <= {"negative", "positive"}:
+        return binary_accuracy(gold, [p.scores for p in predictions])
+    return macro_scores(gold, [p.label for p in predictions])["macro_recall"]
+
+
 def test_the_default_cpu_backend_keeps_torch_fp32_answers_on_held_out_texts(
         classifier, torch_classifier, int8_classifier):
-    """The accuracy gate on a small fixed set (bench/backends.py runs the full sets)."""
-    from training.evaluate import macro_scores
-
+    """The accuracy gate on a small fixed set (bench/backends.py runs the full sets): the
+    default backend's labels equal torch fp32's on >= 97% of texts, and its macro-recall is
+    within 0.005 of torch's, give or take one text's label (0.005 to 0.02 on sets this small)."""
     for name, (texts, gold) in _gate_sets().items():
         reference = torch_classifier.predict(texts)
         shipped = classifier.predict(texts)
         assert _agreement(shipped, reference) >= 0.97, name
-        recall = {k: macro_scores(gold, [p.label for p in v])["macro_recall"]
-                  for k, v in (("torch", reference), ("shipped", shipped))}
-        assert recall["shipped"] >= recall["torch"] - 0.005, (name, recall)
-        # int8 is opt-in; it must keep the agreement the documentation states.
+        # The most one text's label moves the figure: binary accuracy 1/n, macro-recall
+        # 1/(labels x the smallest label's count).
+        counts = Counter(gold)
+        one_text = (1 / len(gold) if set(gold) <= {"negative", "positive"}
+                    else 1 / (len(counts) * min(counts.values())))
+        recall = {"torch": _recall(gold, reference), "shipped": _recall(gold, shipped)}
+        assert recall["shipped"] >= recall["torch"] - 0.005 - one_text, (name, recall)
+        # int8 keeps the agreement the documentation states wherever it runs (7-bit included).
         assert _agreement(int8_classifier.predict(texts), reference) >= 0.95, name

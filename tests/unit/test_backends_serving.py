@@ -11,9 +11,11 @@ from deployments.sentiment import SentimentModel
 
 def test_backend_and_int8_are_user_config_keys_that_change_the_model_key():
     default = ModelConfig.from_user_config({})
-    assert (default.backend, default.int8) == (None, False)  # onnx on a CPU, torch on CUDA
+    # onnx on a CPU, torch on CUDA; int8 where the classifier's default says so
+    assert (default.backend, default.int8) == (None, None)
     assert ModelConfig.from_user_config({"backend": "torch"}).model_key != default.model_key
     assert ModelConfig.from_user_config({"int8": True}).model_key != default.model_key
+    assert ModelConfig.from_user_config({"int8": False}).model_key != default.model_key
     assert ModelConfig.from_user_config({"cache_size": 1}).model_key == default.model_key
 
 
@@ -27,14 +29,14 @@ def test_backend_settings_that_cannot_run_are_refused(user_config):
 
 async def test_reconfigure_switches_the_backend_in_place_and_names_int8_a_new_version():
     replica = SentimentModel.func_or_class()
-    await replica.reconfigure({"cache_size": 8})
+    await replica.reconfigure({"cache_size": 8, "int8": False})
     assert replica._classifier.backend == "onnx"
     fp32_version = replica._classifier.model_version
     # (@serve.batch needs a replica context: the classifier answers directly here.)
     [onnx_answer] = replica._classifier.predict(["What a lovely surprise"])
     replica._cache.put("What a lovely surprise", onnx_answer)
 
-    await replica.reconfigure({"cache_size": 8, "backend": "torch"})
+    await replica.reconfigure({"cache_size": 8, "int8": False, "backend": "torch"})
     assert replica._classifier.backend == "torch"
     assert len(replica._cache) == 0  # answers of the old backend are not served on
     [torch_answer] = replica._classifier.predict(["What a lovely surprise"])

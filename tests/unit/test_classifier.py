@@ -49,7 +49,7 @@ def test_default_model_labels_clear_sentences_correctly(classifier):
 
 def test_default_model_results_are_probabilities_with_a_versioned_name(classifier):
     assert classifier.labels == ["negative", "neutral", "positive"]
-    assert re.fullmatch(r"minilm-sentiment-3c@[0-9a-f]{8}", classifier.model_version)
+    assert re.fullmatch(r"minilm-sentiment-3c@[0-9a-f]{8}(\+int8)?", classifier.model_version)
     for prediction in classifier.predict(VARIED_TEXTS):
         assert isinstance(prediction, Prediction)
         assert set(prediction.scores) == set(classifier.labels)
