@@ -24,7 +24,7 @@ from bench.loadgen import new_tag, text_for
 from serve_app.classifier import SentimentClassifier
 
 # (name, load options) of every CPU backend, compared side by side.
-BACKENDS = {"torch": {"backend": "torch"}, "onnx": {"backend": "onnx"},
+BACKENDS = {"torch": {"backend": "torch"}, "onnx": {"backend": "onnx", "int8": False},
             "onnx-int8": {"backend": "onnx", "int8": True}}  # fmt: skip
 
 

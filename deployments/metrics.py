@@ -105,7 +105,7 @@ class ModelMetrics:
 
 
 class TimedTokenizer:
-    """Wraps a Hugging Face tokenizer to add up the time spent in it (calls and padding).
+    """Wraps a Hugging Face tokenizer to add up the time spent in its calls.
 
     The classifier tokenizes inside predict(); wrapping its tokenizer lets the replica split
     model time into tokenization and inference without changing the classifier.
@@ -124,13 +124,6 @@ class TimedTokenizer:
         started = time.perf_counter()
         try:
             return self._tokenizer(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - started
-
-    def pad(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self._tokenizer.pad(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - started
 

@@ -180,3 +180,19 @@ def test_a_directory_that_is_no_model_is_refused(tmp_path):
 def test_the_shipped_layers_stay_within_five_megabytes():
     size = sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.iterdir() if f.is_file())
     assert 0 < size <= 5_000_000, f"models/default holds {size:,} bytes"
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_windows_are_padded_exactly_as_the_tokenizer_pads_them(tmp_path, side):
+    from tiny_models import tiny_hf_model_dir
+
+    loaded = SentimentClassifier.load(tiny_hf_model_dir(tmp_path), device="cpu")
+    loaded.tokenizer.padding_side = side
+    windows = [w for ws in loaded.encode(["Fine.", "A much longer text, with more tokens in it.",
+                                          "Short one", "word " * 200]) for w in ws]
+    assert len({len(w["input_ids"]) for w in windows}) > 2  # unlike lengths: padding matters
+    ours = loaded.pad(windows)
+    theirs = loaded.tokenizer.pad(windows, padding="longest", return_tensors="pt")
+    assert set(ours) == set(theirs)
+    for key, tensor in theirs.items():
+        assert torch.equal(ours[key], tensor), key

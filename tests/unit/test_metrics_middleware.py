@@ -70,7 +70,7 @@ async def test_rejections_are_counted_by_route_template_and_successes_are_not():
                                    (404, "unmatched", None)]  # fmt: skip
 
 
-def test_the_tokenizer_timer_adds_up_calls_and_padding_and_delegates_the_rest():
+def test_the_tokenizer_timer_adds_up_calls_and_delegates_the_rest():
     class Tokenizer:
         model_max_length = 128
 
