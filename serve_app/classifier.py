@@ -11,8 +11,8 @@ Two kinds of model directory load through :meth:`SentimentClassifier.load`:
 Two backends run the network (``backend``): torch (fp16 on CUDA) and ONNX Runtime on the CPU,
 the default there, optionally with int8 weights (``int8``; see serve_app.onnx_backend). int8 is
 the default for the shipped model (and others of its format) on x86 CPUs with VNNI, where it
-was measured to keep the answers (``default_int8``). An int8 model answers differently, so its version string says so
-(``<name>@<hash>+int8``).
+was measured to keep the answers (``default_int8``). An int8 model answers differently, so its
+version string says so (``<name>@<hash>+int8``).
 
 A text longer than the model's window (``max_length`` tokens) is classified whole: it is cut
 into overlapping windows of ``max_length`` tokens, each window is classified like a text of
