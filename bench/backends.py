@@ -25,10 +25,10 @@ import torch
 from bench.raw_model import BACKENDS, backend_rates
 from serve_app.classifier import Prediction, SentimentClassifier
 from training.evaluate import (
-    binary_accuracy,
     binary_calibration_inputs,
     expected_calibration_error,
-    macro_scores,
+    headline_score,
+    is_two_label,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,15 +52,13 @@ def quality(classifier, predictions, reference, gold) -> dict:
     labels = classifier.labels
     predicted = [p.label for p in predictions]
     scores = [p.scores for p in predictions]
-    binary = set(gold) <= {"negative", "positive"}
-    if binary:  # as the model card
+    if is_two_label(gold):  # as the model card
         probs, gold_ids = binary_calibration_inputs(gold, scores)
     else:
         probs = torch.tensor([[s[label] for label in labels] for s in scores])
         gold_ids = torch.tensor([labels.index(g) for g in gold])
     return {
-        "macro_recall": round(binary_accuracy(gold, scores) if binary
-                              else macro_scores(gold, predicted)["macro_recall"], 4),
+        "macro_recall": round(headline_score(gold, predicted, scores), 4),
         "ece": round(expected_calibration_error(probs, gold_ids), 4),
         "agreement": round(sum(p.label == r.label for p, r in zip(predictions, reference))
                            / len(gold), 4),

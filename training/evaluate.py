@@ -48,6 +48,20 @@ def binary_accuracy(gold: list[str], scores: list[dict[str, float]]) -> float:
     return right / len(gold)
 
 
+def is_two_label(gold: list[str]) -> bool:
+    """Negative/positive data (SST-2): judged by binary accuracy, not macro-recall."""
+    return set(gold) <= {"negative", "positive"}
+
+
+def headline_score(gold: list[str], predicted: list[str],
+                   scores: list[dict[str, float]]) -> float:
+    """The figure a held-out set is judged by: macro-recall; on two-label data the binary
+    accuracy of P(positive) against P(negative)."""
+    if is_two_label(gold):
+        return binary_accuracy(gold, scores)
+    return macro_scores(gold, predicted)["macro_recall"]
+
+
 def binary_calibration_inputs(gold: list[str], scores: list[dict[str, float]]):
     """P(negative), P(positive) renormalised, and the gold index (1: positive), for ECE on
     two-label data, which says nothing about P(neutral)."""
@@ -77,7 +91,7 @@ def evaluate(classifier, texts: list[str], gold: list[str], batch_size: int = 64
     predicted = [p.label for p in predictions]
     report = macro_scores(gold, predicted)
     scores = [p.scores for p in predictions]
-    if set(gold) <= {"negative", "positive"} and {"negative", "positive"} <= set(classifier.labels):
+    if is_two_label(gold) and {"negative", "positive"} <= set(classifier.labels):
         report["binary_accuracy"] = binary_accuracy(gold, scores)
     if "binary_accuracy" in report:
         # Two-label data says nothing about P(neutral): calibration of P(pos) vs P(neg).
