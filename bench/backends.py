@@ -23,43 +23,25 @@ from pathlib import Path
 import torch
 
 from bench.raw_model import BACKENDS, backend_rates
-from serve_app.classifier import Prediction, SentimentClassifier
+from serve_app.classifier import SentimentClassifier
 from training.evaluate import (
-    binary_calibration_inputs,
-    expected_calibration_error,
+    calibration_error,
     headline_score,
-    is_two_label,
+    held_out_sets,
+    predict_in_batches,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"macro_recall_drop": 0.005, "agreement": 0.97, "ece": 0.03}
 
 
-def heldout_sets(data_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """name -> (texts, labels): the held-out test sets of training.data's fixed split."""
-    from training.data import split_shared_data
-
-    return {name: (examples.texts, examples.labels)
-            for name, examples in split_shared_data(data_dir).tests.items()}  # fmt: skip
-
-
-def predict_all(classifier: SentimentClassifier, texts: list[str]) -> list[Prediction]:
-    return [p for start in range(0, len(texts), 64)
-            for p in classifier.predict(texts[start : start + 64])]  # fmt: skip
-
-
 def quality(classifier, predictions, reference, gold) -> dict:
     labels = classifier.labels
     predicted = [p.label for p in predictions]
     scores = [p.scores for p in predictions]
-    if is_two_label(gold):  # as the model card
-        probs, gold_ids = binary_calibration_inputs(gold, scores)
-    else:
-        probs = torch.tensor([[s[label] for label in labels] for s in scores])
-        gold_ids = torch.tensor([labels.index(g) for g in gold])
     return {
         "macro_recall": round(headline_score(gold, predicted, scores), 4),
-        "ece": round(expected_calibration_error(probs, gold_ids), 4),
+        "ece": round(calibration_error(gold, scores, labels), 4),  # as the model card
         "agreement": round(sum(p.label == r.label for p, r in zip(predictions, reference))
                            / len(gold), 4),
         "max_probability_change": round(max(abs(p.scores[k] - r.scores[k])
@@ -115,15 +97,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "backends.json")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread each; ONNX Runtime sessions follow torch
-    sets = {name: (texts[: args.limit], gold[: args.limit])
-            for name, (texts, gold) in heldout_sets(args.data).items()}  # fmt: skip
+    sets = {name: (examples.texts[: args.limit], examples.labels[: args.limit])
+            for name, examples in held_out_sets(args.data).items()}  # fmt: skip
     mixed = mixed_texts(sets)
     rows, reference = {}, {}
     for name, options in BACKENDS.items():
         classifier = SentimentClassifier.load(args.model_dir, device="cpu", **options)
         row = {"model_version": classifier.model_version, "sets": {}}
         for set_name, (texts, gold) in sets.items():
-            predictions = predict_all(classifier, texts)
+            predictions = predict_in_batches(classifier, texts)
             reference.setdefault(set_name, predictions)  # torch fp32 runs first
             row["sets"][set_name] = quality(classifier, predictions, reference[set_name], gold)
         row["mixed_batch_32"] = grouping_rates(classifier, mixed, args.seconds)

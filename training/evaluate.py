@@ -84,22 +84,29 @@ def expected_calibration_error(probabilities: torch.Tensor, gold: torch.Tensor,
     return float(ece)
 
 
+def calibration_error(gold: list[str], scores: list[dict[str, float]],
+                      labels: list[str]) -> float:
+    """ECE of the model's probabilities; on two-label data (for a model with both labels) that
+    of P(positive) against P(negative), since such data says nothing about P(neutral)."""
+    if is_two_label(gold) and {"negative", "positive"} <= set(labels):
+        return expected_calibration_error(*binary_calibration_inputs(gold, scores))
+    probs = torch.tensor([[s[label] for label in labels] for s in scores])
+    return expected_calibration_error(probs, torch.tensor([labels.index(g) for g in gold]))
+
+
+def predict_in_batches(classifier, texts: list[str], batch_size: int = 64) -> list:
+    return [p for start in range(0, len(texts), batch_size)
+            for p in classifier.predict(texts[start : start + batch_size])]  # fmt: skip
+
+
 def evaluate(classifier, texts: list[str], gold: list[str], batch_size: int = 64) -> dict:
-    predictions = []
-    for start in range(0, len(texts), batch_size):
-        predictions += classifier.predict(texts[start : start + batch_size])
-    predicted = [p.label for p in predictions]
-    report = macro_scores(gold, predicted)
+    predictions = predict_in_batches(classifier, texts, batch_size)
+    report = macro_scores(gold, [p.label for p in predictions])
     scores = [p.scores for p in predictions]
     if is_two_label(gold) and {"negative", "positive"} <= set(classifier.labels):
         report["binary_accuracy"] = binary_accuracy(gold, scores)
-    if "binary_accuracy" in report:
-        # Two-label data says nothing about P(neutral): calibration of P(pos) vs P(neg).
-        report["ece"] = expected_calibration_error(*binary_calibration_inputs(gold, scores))
-    elif set(gold) <= set(classifier.labels):
-        index = {label: i for i, label in enumerate(classifier.labels)}
-        probs = torch.tensor([[s[label] for label in classifier.labels] for s in scores])
-        report["ece"] = expected_calibration_error(probs, torch.tensor([index[g] for g in gold]))
+    if set(gold) <= set(classifier.labels):
+        report["ece"] = calibration_error(gold, scores, list(classifier.labels))
     report["n"] = len(gold)
     return report
 
